@@ -1,0 +1,1 @@
+"""Production control software: CSMS (OCPP server) and dynamic load management. Imports nothing of ours but controllers."""

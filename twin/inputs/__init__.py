@@ -1,0 +1,1 @@
+"""Loaders that turn cached public data sets into typed, timezone-aware frames."""
