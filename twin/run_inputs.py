@@ -1,0 +1,114 @@
+"""Resolve a scenario's real-data inputs: fetch what is missing, load, plan, price.
+
+Everything a run reads from outside is resolved here, once, before the run starts, so
+that a missing data set or a run window outside the data is an error before any
+endpoint starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twin import data_cache
+from twin.inputs.acn_sessions import load_acn_sessions
+from twin.inputs.ev_specs import load_ev_specs
+from twin.inputs.prices import load_ercot_dam_spp, load_nl_day_ahead
+from twin.price_signal import align_times, price_in_force
+from twin.scenario import Scenario
+from twin.session_plan import EvModel, SessionPlan, plan_sessions
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Resolved inputs of a run.
+
+    ``price_per_mwh`` has one value per control step: the price in force at the step's
+    start, in ``currency`` per MWh (None without a price data set). ``sources`` maps
+    each data set to its cache manifest (wheel, sha256 of wheel and files, licence).
+    """
+
+    plan: SessionPlan
+    price_per_mwh: np.ndarray | None
+    currency: str | None
+    sources: dict[str, Any]
+
+
+def _ev_models() -> tuple[list[EvModel], list[float]]:
+    models: list[EvModel] = []
+    weights: list[float] = []
+    for spec in load_ev_specs():
+        models.append(
+            EvModel(
+                name=spec.model,
+                battery_capacity_kwh=spec.battery_capacity_kwh,
+                ac_max_power_kw=spec.max_ac_charge_power_kw,
+                ac_phases=spec.ac_phases,
+                dc_max_power_kw=spec.max_dc_charge_power_kw,
+            )
+        )
+        weights.append(float(spec.registrations))
+    return models, weights
+
+
+def step_price_series(scenario: Scenario) -> tuple[np.ndarray, str] | None:
+    """Price in force at the start of each control step, and its currency."""
+    prices = scenario.prices
+    if prices is None:
+        return None
+    run = scenario.run
+    starts = pd.date_range(run.start, periods=run.steps, freq=timedelta(seconds=run.step_s))
+    lookup = align_times(
+        pd.DatetimeIndex(starts), prices.align, scenario.site.timezone,
+        prices.market_timezone, prices.year_offset,
+    )
+    lo = lookup.min().to_pydatetime() - timedelta(days=1)
+    hi = lookup.max().to_pydatetime() + timedelta(days=1)
+    if prices.dataset == "ercot_dam_spp":
+        assert prices.settlement_point is not None
+        frame = load_ercot_dam_spp(prices.settlement_point, lo, hi)
+    else:
+        frame = load_nl_day_ahead(lo, hi)
+    return price_in_force(frame, lookup), prices.currency
+
+
+def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
+    """Fetch missing data sets, then load sessions, EV models and prices.
+
+    Args:
+        scenario: validated scenario.
+        progress: a rich Progress or callback for the data fetch (optional).
+
+    Raises:
+        twin.datasets.DataSetError: a data set cannot be fetched or fails its checksum.
+        ValueError: the run window lies outside the data.
+    """
+    data_cache.ensure(scenario.datasets, progress=progress)
+    run = scenario.run
+    site = {"acn_caltech": "caltech", "acn_jpl": "jpl"}[scenario.sessions.dataset]
+    sessions = load_acn_sessions(site, run.start, run.end)
+    models, weights = _ev_models()
+    evses = [f"{sid}/{e}" for sid, evse_ids in scenario.evse_layout() for e in evse_ids]
+    plan = plan_sessions(
+        sessions,
+        evses,
+        models,
+        weights,
+        seed=run.seed,
+        target_soc=scenario.vehicles.target_soc,
+        min_arrival_soc=scenario.vehicles.min_arrival_soc,
+        charge_efficiency=scenario.vehicles.charge_efficiency,
+        station_map=dict(scenario.sessions.station_map),
+    )
+    priced = step_price_series(scenario)
+    sources = {name: data_cache.manifest(name) for name in scenario.datasets}
+    return RunInputs(
+        plan=plan,
+        price_per_mwh=priced[0] if priced else None,
+        currency=priced[1] if priced else None,
+        sources=sources,
+    )

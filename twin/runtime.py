@@ -1,0 +1,373 @@
+"""Lock-step co-simulation of a depot: emulated stations and vehicles against the CSMS.
+
+One control step k (DESIGN.md, "Data flow of one control step"):
+
+1. exogenous events in (t_{k-1}, t_k] — vehicle arrivals and departures at their recorded
+   times — come out of a simpy environment one by one; each is applied at its own time
+   (the station integrates its physics up to it) and its OCPP exchange is awaited;
+2. ``station.advance(t_k)`` for every station: physics over the rest of the interval with
+   the set-points in force, then meter values over the wire;
+3. ``quiesce()``; the site meter reading goes to the CSMS; ``csms.step(t_k)`` runs the DLM
+   and sends charging profiles over the wire; ``quiesce()``;
+4. the recorder samples every entity at t_k.
+
+``quiesce()`` awaits every endpoint's ``drain()`` and repeats until one full pass finds
+nothing in flight, so no request is in flight when time advances. Entities are visited in
+sorted id order and every random draw comes from a generator seeded per entity from the
+scenario seed: the same scenario and seed give the same traces and KPIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from controllers.csms import Csms, CsmsConfig, DlmConfig, EvseConfig, SiteConfig
+from devices.charging_station import ChargingStation, EvseSpec, StationSpec
+from devices.vehicle import VehicleSpec, VehicleState
+from twin import ocpp_validation
+from twin.kpis import KpiInputs, SessionOutcome, compute_kpis
+from twin.recorder import EventWriter, TraceWriter
+from twin.run_inputs import RunInputs
+from twin.scenario import STATION_KINDS, Scenario
+from twin.session_plan import PlannedSession
+
+#: phaseRotation per station index: single-phase vehicles spread over L1, L2, L3.
+PHASE_ROTATIONS = ("RST", "STR", "TRS")
+
+ProgressCallback = Callable[[int, int, datetime], None]
+
+
+class Endpoint(Protocol):
+    """What the runtime needs of every protocol endpoint to quiesce it."""
+
+    @property
+    def busy(self) -> bool: ...  # noqa: D102
+
+    async def drain(self) -> None: ...  # noqa: D102
+
+
+@dataclass
+class RunOutput:
+    """What a finished run hands back to the CLI."""
+
+    run_dir: Path
+    kpis: dict[str, Any]
+
+
+def station_specs(scenario: Scenario) -> list[StationSpec]:
+    """Station specs of the scenario, in station-id order.
+
+    AC EVSEs are 3-phase at the site voltage with rated current from the kind's power;
+    their ``phase_rotation`` cycles RST, STR, TRS so that single-phase vehicles load the
+    three site phases evenly.
+    """
+    specs: list[StationSpec] = []
+    index = 0
+    for group in scenario.stations:
+        current_kind, power_kw = STATION_KINDS[group.kind]
+        for n in range(1, group.count + 1):
+            rotation = PHASE_ROTATIONS[index % 3]
+            index += 1
+            evses = tuple(
+                EvseSpec(
+                    evse_id=e,
+                    kind=current_kind,
+                    max_power_kw=power_kw,
+                    phases=3,
+                    voltage_v=scenario.site.voltage_v,
+                    phase_rotation=rotation,
+                )
+                for e in range(1, group.evses + 1)
+            )
+            specs.append(
+                StationSpec(
+                    station_id=f"{group.prefix}{n:03d}",
+                    ocpp_version=group.ocpp_version,
+                    evses=evses,
+                    meter_interval_s=group.meter_interval_s,
+                )
+            )
+    return sorted(specs, key=lambda s: s.station_id)
+
+
+def csms_config(scenario: Scenario, specs: Sequence[StationSpec]) -> CsmsConfig:
+    """The CSMS's configuration: the operator's site and EVSE layout and DLM parameters."""
+    site = scenario.site
+    dlm = scenario.controllers.dlm
+    return CsmsConfig(
+        site=SiteConfig(
+            grid_limit_kw=site.grid_limit_kw,
+            phases=site.phases,
+            voltage_v=site.voltage_v,
+            safety_margin_kw=site.safety_margin_kw,
+            non_ev_load_worst_case_kw=site.base_load.peak_kw,
+        ),
+        dlm=DlmConfig(**dlm.model_dump()),
+        known_stations=[s.station_id for s in specs],
+        evses={
+            s.station_id: [
+                EvseConfig(
+                    evse_id=e.evse_id,
+                    kind=e.kind,
+                    max_power_kw=e.max_power_kw,
+                    phases=e.phases,
+                    phase_rotation=e.phase_rotation,
+                )
+                for e in s.evses
+            ]
+            for s in specs
+        },
+        response_timeout_s=scenario.run.ocpp_response_timeout_s,
+        record_frames=scenario.run.record_frames,
+    )
+
+
+class LockStepRuntime:
+    """Runs a scenario to completion in virtual time and writes its run folder.
+
+    Args:
+        scenario: the validated scenario.
+        inputs: its resolved real-data inputs (:class:`twin.run_inputs.RunInputs`).
+        run_dir: the run folder to write (created by the caller).
+        on_progress: called after each step with (step, steps, t_k).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        inputs: RunInputs,
+        run_dir: Path,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.inputs = inputs
+        self.run_dir = run_dir
+        self.on_progress = on_progress
+        self.events = EventWriter(run_dir / "events.parquet")
+        self.traces = TraceWriter(run_dir / "traces.parquet")
+        self._specs = station_specs(scenario)
+        self._stations: dict[str, ChargingStation] = {}
+        self._csms: Csms | None = None
+        self._endpoints: list[Endpoint] = []
+        self._outcomes: dict[str, SessionOutcome] = {}
+        self._session_start_kwh: dict[str, float] = {}
+        self._now = scenario.run.start
+
+    # -- quiescence -----------------------------------------------------------------
+    async def quiesce(self) -> None:
+        """Return when no request, reply or spawned task is in flight on any endpoint."""
+        while True:
+            for endpoint in self._endpoints:
+                await endpoint.drain()
+            # frames already written to a socket are read by the peer's loop on the
+            # next iterations: give the loop a few turns, then look again.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if not any(e.busy for e in self._endpoints):
+                return
+
+    # -- exogenous events -----------------------------------------------------------
+    def _arrivals(
+        self, env: simpy.Environment, queue: list[tuple[str, Any]]
+    ) -> Any:
+        start = self.scenario.run.start
+        for session in self.inputs.plan.sessions:
+            delay = (session.arrival - start).total_seconds() - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            env.process(self._departure_after_arrival(env, session, queue))
+
+    def _departure_after_arrival(
+        self, env: simpy.Environment, session: PlannedSession, queue: list[tuple[str, Any]]
+    ) -> Any:
+        queue.append(("arrive", session))
+        yield env.timeout((session.departure - session.arrival).total_seconds())
+        queue.append(("depart", session))
+
+    async def _apply(self, action: str, session: PlannedSession, now: datetime) -> None:
+        station_id, evse_text = session.evse.split("/")
+        station = self._stations[station_id]
+        evse_id = int(evse_text)
+        assert self._csms is not None
+        if action == "arrive":
+            vc = self.scenario.vehicles
+            spec = VehicleSpec(
+                model=session.model.name,
+                battery_capacity_kwh=session.model.battery_capacity_kwh,
+                ac_max_power_kw=session.model.ac_max_power_kw,
+                ac_phases=session.model.ac_phases,
+                dc_max_power_kw=session.model.dc_max_power_kw,
+                charge_efficiency=vc.charge_efficiency,
+                taper_knee_soc=vc.taper_knee_soc,
+            )
+            state = VehicleState(soc=session.arrival_soc, target_soc=session.target_soc)
+            if session.driver_energy_kwh is not None or session.driver_departure is not None:
+                self._csms.set_driver_input(
+                    session.id_token, session.driver_energy_kwh, session.driver_departure
+                )
+            await station.plug_in(evse_id, spec, state, session.id_token, now)
+            self._session_start_kwh[session.session_id] = station.evse_state(
+                evse_id
+            ).energy_register_kwh
+            self._outcomes[session.session_id] = SessionOutcome(
+                session.session_id, session.evse, session.needed_kwh, 0.0, False
+            )
+            self.events.sink(now, "twin", "session.arrived", {
+                "session_id": session.session_id, "evse": session.evse,
+                "recorded_station_id": session.recorded_station_id,
+                "vehicle": session.model.name, "arrival_soc": round(session.arrival_soc, 4),
+                "needed_kwh": round(session.needed_kwh, 3), "id_token": session.id_token,
+            })
+        else:
+            await station.plug_out(evse_id, now)
+            delivered = station.evse_state(evse_id).energy_register_kwh - (
+                self._session_start_kwh.pop(session.session_id)
+            )
+            self._outcomes[session.session_id] = SessionOutcome(
+                session.session_id, session.evse, session.needed_kwh, delivered, True
+            )
+            self.events.sink(now, "twin", "session.departed", {
+                "session_id": session.session_id, "evse": session.evse,
+                "delivered_kwh": round(delivered, 4),
+                "requested_kwh": round(session.needed_kwh, 4),
+            })
+        await self.quiesce()
+
+    # -- recording ------------------------------------------------------------------
+    def _sample(
+        self, t: datetime, last_register: dict[str, float], dt_s: float, k: int
+    ) -> tuple[float, float, float]:
+        assert self._csms is not None
+        setpoints = self._csms.setpoints()
+        rows: list[tuple[str, str, float, str]] = []
+        ev_kw = 0.0
+        for spec in self._specs:
+            station = self._stations[spec.station_id]
+            for evse in spec.evses:
+                name = f"{spec.station_id}/{evse.evse_id}"
+                reading = station.evse_state(evse.evse_id)
+                register = reading.energy_register_kwh
+                power_kw = (register - last_register.get(name, register)) * 3600.0 / dt_s
+                last_register[name] = register
+                ev_kw += power_kw
+                rows.append((name, "power_kw", power_kw, "kW"))
+                rows.append((name, "energy_kwh", register, "kWh"))
+                rows.append((name, "offered_current_a", reading.offered_current_a, "A"))
+                sp = setpoints.get((spec.station_id, evse.evse_id))
+                if sp is not None:
+                    unit = "A" if evse.kind == "AC" else "W"
+                    rows.append((name, "setpoint_a" if unit == "A" else "setpoint_w", sp, unit))
+                if reading.soc is not None:
+                    rows.append((name, "soc", reading.soc, "1"))
+        base_kw = self._base_kw[k - 1]
+        import_kw = base_kw + ev_kw
+        rows.append(("site", "import_kw", import_kw, "kW"))
+        rows.append(("site", "ev_power_kw", ev_kw, "kW"))
+        rows.append(("site", "base_load_kw", base_kw, "kW"))
+        rows.append(("site", "limit_kw", self.scenario.site.grid_limit_kw, "kW"))
+        rows.append(("site", "ev_available_kw", self._csms.available_power_kw(), "kW"))
+        if self.inputs.price_per_mwh is not None:
+            rows.append(("site", "price_per_mwh", float(self.inputs.price_per_mwh[k - 1]),
+                         f"{self.inputs.currency}/MWh"))
+        self.traces.add_many(t, rows)
+        return import_kw, ev_kw, base_kw
+
+    # -- main loop ------------------------------------------------------------------
+    async def run(self) -> RunOutput:
+        """Run the scenario; write traces, events and KPIs; return the KPI document."""
+        sc = self.scenario
+        ocpp_validation.install()
+        wall_start = time.perf_counter()
+        run = sc.run
+        steps = run.steps
+        dt = timedelta(seconds=run.step_s)
+        grid = pd.date_range(run.start, periods=steps + 1, freq=dt, tz="UTC")
+        self._base_kw = np.array([sc.site.base_load.power_kw_at(t) for t in grid[:-1]])
+
+        def sink(t: datetime, source: str, kind: str, payload: dict[str, Any]) -> None:
+            self.events.sink(t, source, kind, payload)
+
+        self._csms = Csms(csms_config(sc, self._specs), on_event=sink,
+                          perf_counter=time.perf_counter)
+        port = await self._csms.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}"
+        for i, spec in enumerate(self._specs):
+            self._stations[spec.station_id] = ChargingStation(
+                spec, url, on_event=sink, perf_counter=time.perf_counter,
+                record_frames=run.record_frames, seed=int(np.random.default_rng(
+                    [run.seed, i]).integers(2**31)),
+            )
+        self._endpoints = [self._csms, *self._stations.values()]
+        import_kw = np.zeros(steps)
+        ev_kw = np.zeros(steps)
+        try:
+            self._csms.set_now(run.start)
+            await asyncio.gather(*(s.connect(run.start) for s in self._stations.values()))
+            await self.quiesce()
+            self._csms.set_non_ev_load(float(self._base_kw[0]), run.start)
+            await self._csms.step(run.start)
+            await self.quiesce()
+            self.events.commit_step()
+
+            env = simpy.Environment()
+            queue: list[tuple[str, Any]] = []
+            env.process(self._arrivals(env, queue))
+            last_register: dict[str, float] = {}
+            for k in range(1, steps + 1):
+                t_k = grid[k].to_pydatetime()
+                horizon = (t_k - run.start).total_seconds()
+                while env.peek() <= horizon:
+                    env.step()
+                    if queue:
+                        now = run.start + timedelta(seconds=env.now)
+                        self._csms.set_now(now)
+                        actions, queue[:] = list(queue), []
+                        for action, session in actions:
+                            await self._apply(action, session, now)
+                self._now = t_k
+                self._csms.set_now(t_k)
+                await asyncio.gather(*(s.advance(t_k) for s in self._stations.values()))
+                await self.quiesce()
+                base_next = float(self._base_kw[min(k, steps - 1)])
+                self._csms.set_non_ev_load(base_next, t_k)
+                await self._csms.step(t_k)
+                await self.quiesce()
+                import_kw[k - 1], ev_kw[k - 1], _ = self._sample(
+                    t_k, last_register, run.step_s, k)
+                self.events.commit_step()
+                if self.on_progress is not None:
+                    self.on_progress(k, steps, t_k)
+        finally:
+            for station in self._stations.values():
+                await station.close()
+            await self._csms.stop()
+            self.events.close()
+            self.traces.close()
+        wall = time.perf_counter() - wall_start
+        rtt = [x for s in self._stations.values() for x in s.rtt_samples_s]
+        kpis = compute_kpis(
+            KpiInputs(
+                step_s=float(run.step_s),
+                import_kw=import_kw,
+                limit_kw=np.full(steps, sc.site.grid_limit_kw),
+                ev_power_kw=ev_kw,
+                price_per_mwh=self.inputs.price_per_mwh,
+                currency=self.inputs.currency,
+                sessions=[self._outcomes[k] for k in sorted(self._outcomes)],
+                sessions_refused=len(self.inputs.plan.refused),
+                rtt_s=rtt,
+                wall_time_s=wall,
+                simulated_s=run.duration_h * 3600.0,
+            )
+        )
+        return RunOutput(self.run_dir, kpis)

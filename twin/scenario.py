@@ -1,0 +1,321 @@
+"""Scenario files: the pydantic model of a depot run and its YAML loader.
+
+A scenario names the site, its charging stations, the real data sets that drive it
+(charging sessions, prices), the vehicle model, the controllers' parameters, the run
+window and the KPI assertions. :func:`load_scenario` rejects a bad file before anything
+starts, with the dotted path of every bad field and the reason (:class:`ScenarioError`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message lists ``path: reason`` lines."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone (write e.g. 2019-09-02T07:00:00Z)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseLoad(_Model):
+    """Non-EV base load of the site (building, lighting), measured by the site meter.
+
+    ``constant``: ``power_kw`` all the time. ``daily_profile``: 24 hourly values in kW
+    on the site's local clock (``timezone``), hour 0 first.
+    """
+
+    kind: Literal["constant", "daily_profile"] = "constant"
+    power_kw: float = Field(0.0, ge=0)
+    hourly_kw: list[Annotated[float, Field(ge=0)]] | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _profile_shape(self) -> BaseLoad:
+        if self.kind == "daily_profile" and (self.hourly_kw is None or len(self.hourly_kw) != 24):
+            raise ValueError("daily_profile needs hourly_kw with 24 values")
+        return self
+
+    def power_kw_at(self, t: datetime) -> float:
+        """Base load [kW] in force at ``t`` (tz-aware)."""
+        if self.kind == "constant" or self.hourly_kw is None:
+            return self.power_kw
+        from zoneinfo import ZoneInfo
+
+        return self.hourly_kw[t.astimezone(ZoneInfo(self.timezone)).hour]
+
+    @property
+    def peak_kw(self) -> float:
+        """Largest value the profile can take [kW]."""
+        return max(self.hourly_kw) if self.hourly_kw else self.power_kw
+
+
+class Site(_Model):
+    """Grid connection of the depot.
+
+    ``grid_limit_kw`` is the contracted import limit at the connection point;
+    ``voltage_v`` is phase-to-neutral; ``safety_margin_kw`` is kept free by the DLM.
+    """
+
+    name: str = "depot"
+    grid_limit_kw: float = Field(gt=0)
+    phases: Literal[1, 3] = 3
+    voltage_v: float = Field(230.0, gt=0)
+    safety_margin_kw: float = Field(0.0, ge=0)
+    base_load: BaseLoad = BaseLoad()
+    timezone: str = "UTC"
+
+
+StationKind = Literal["ac_11kw", "ac_22kw", "dc_50kw", "dc_150kw"]
+
+#: Rated EVSE power per station kind [kW] and current kind; AC kinds are 3-phase
+#: 16 A (11 kW) and 32 A (22 kW) at 230 V phase-to-neutral (IEC 61851-1 mode 3).
+STATION_KINDS: dict[str, tuple[Literal["AC", "DC"], float]] = {
+    "ac_11kw": ("AC", 11.0),
+    "ac_22kw": ("AC", 22.0),
+    "dc_50kw": ("DC", 50.0),
+    "dc_150kw": ("DC", 150.0),
+}
+
+
+class StationGroup(_Model):
+    """A group of identical charging stations.
+
+    ``count`` stations named ``{prefix}{n:03d}`` each with ``evses`` EVSEs of one
+    connector. Single-phase vehicles on AC EVSEs are spread over the site phases by
+    rotating the EVSEs' ``phaseRotation`` (RST, STR, TRS) in station order.
+    """
+
+    prefix: str = Field("CS", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    count: int = Field(1, ge=1, le=5000)
+    kind: StationKind = "ac_22kw"
+    evses: int = Field(1, ge=1, le=8)
+    ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
+    meter_interval_s: int = Field(60, ge=1)
+
+
+class Sessions(_Model):
+    """Recorded charging sessions replayed as arrivals and departures.
+
+    ``dataset``: ``acn_caltech`` or ``acn_jpl`` (ACN-Data, CC BY 4.0). Sessions whose
+    arrival lies in the run window are replayed. ``station_map`` maps recorded station
+    ids to EVSEs (``"CS001/1"``); ids not mapped are assigned in sorted order, round-robin
+    over the EVSEs; an arrival at a busy EVSE takes the lowest-numbered free one, and is
+    refused (counted) when none is free.
+    """
+
+    dataset: Literal["acn_caltech", "acn_jpl"] = "acn_caltech"
+    station_map: dict[str, str] = Field(default_factory=dict)
+
+
+class Vehicles(_Model):
+    """How a vehicle is attached to each session.
+
+    Models are drawn per session, weighted by registrations, from the EV model specs of
+    the ev2gym package (``ev_specs``; battery capacity, AC and DC charge power). The
+    energy a driver needs is the session's requested energy when the driver entered it
+    in the ACN app (``claimed``), else its delivered energy (the ACN-Sim convention);
+    the vehicle arrives with ``target_soc`` minus that need and stops at ``target_soc``.
+    """
+
+    dataset: Literal["ev_specs"] = "ev_specs"
+    target_soc: float = Field(0.9, gt=0, le=1)
+    min_arrival_soc: float = Field(0.05, ge=0, lt=1)
+    charge_efficiency: float = Field(0.92, gt=0, le=1)
+    taper_knee_soc: float = Field(0.8, gt=0, le=1)
+
+
+class Prices(_Model):
+    """Day-ahead prices for the energy-cost KPI.
+
+    ``nl_day_ahead`` (EUR/MWh) or ``ercot_dam_spp`` with a ``settlement_point`` (USD/MWh).
+    ``align``: ``utc`` uses the price of the same UTC hour; ``local_clock`` uses the price
+    of the same local clock time and date in the market's zone as the site's local time
+    (for a site in another market, so that the daily price shape meets the daily load
+    shape). ``year_offset`` shifts the price calendar by whole years (same weekday
+    alignment is not guaranteed).
+    """
+
+    dataset: Literal["nl_day_ahead", "ercot_dam_spp"] = "nl_day_ahead"
+    settlement_point: str | None = None
+    align: Literal["utc", "local_clock"] = "utc"
+    year_offset: int = 0
+
+    @model_validator(mode="after")
+    def _settlement_point(self) -> Prices:
+        if self.dataset == "ercot_dam_spp" and not self.settlement_point:
+            raise ValueError("ercot_dam_spp needs settlement_point, e.g. HB_HOUSTON")
+        return self
+
+    @property
+    def currency(self) -> str:
+        """ISO 4217 currency of the data set."""
+        return "USD" if self.dataset == "ercot_dam_spp" else "EUR"
+
+    @property
+    def market_timezone(self) -> str:
+        """Time zone of the market's delivery calendar."""
+        return "America/Chicago" if self.dataset == "ercot_dam_spp" else "Europe/Amsterdam"
+
+
+class Dlm(_Model):
+    """Dynamic load management parameters (see controllers.dlm)."""
+
+    strategy: Literal["llf", "edf", "equal"] = "llf"
+    min_current_a: float = Field(6.0, ge=0)
+    hysteresis_a: float = Field(1.0, ge=0)
+    telemetry_timeout_s: float = Field(300.0, gt=0)
+    default_current_a: float = Field(0.0, ge=0)
+    taper_headroom_a: float = Field(2.0, ge=0)
+
+
+class Controllers(_Model):
+    """Controllers of the site."""
+
+    dlm: Dlm = Dlm()
+
+
+class Run(_Model):
+    """Run window and clock: ``start`` (UTC), ``duration_h``, control step ``step_s``."""
+
+    start: UtcDatetime
+    duration_h: float = Field(gt=0, le=24 * 366)
+    step_s: int = Field(60, ge=1, le=3600)
+    seed: int = 0
+    record_frames: bool = False
+    ocpp_response_timeout_s: float = Field(30.0, gt=0)
+
+    @property
+    def end(self) -> datetime:
+        """End of the run window (UTC)."""
+        return self.start + timedelta(hours=self.duration_h)
+
+    @property
+    def steps(self) -> int:
+        """Number of control steps."""
+        return math.ceil(self.duration_h * 3600 / self.step_s)
+
+
+class Assertion(_Model):
+    """A KPI check: the run fails when the KPI is below ``min`` or above ``max``."""
+
+    kpi: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> Assertion:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+
+class Scenario(_Model):
+    """A complete, validated scenario."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    site: Site
+    stations: list[StationGroup] = Field(min_length=1)
+    sessions: Sessions = Sessions()
+    vehicles: Vehicles = Vehicles()
+    prices: Prices | None = None
+    controllers: Controllers = Controllers()
+    run: Run
+    assertions: list[Assertion] = Field(default_factory=list)
+
+    @field_validator("stations")
+    @classmethod
+    def _unique_prefixes(cls, groups: list[StationGroup]) -> list[StationGroup]:
+        prefixes = [g.prefix for g in groups]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("station groups need distinct prefixes")
+        return groups
+
+    @model_validator(mode="after")
+    def _station_map_targets(self) -> Scenario:
+        known = {f"{sid}/{evse}" for sid, evses in self.evse_layout() for evse in evses}
+        bad = sorted(v for v in self.sessions.station_map.values() if v not in known)
+        if bad:
+            raise ValueError(f"sessions.station_map names unknown EVSEs: {', '.join(bad)}")
+        return self
+
+    def evse_layout(self) -> list[tuple[str, list[int]]]:
+        """Station ids in order with their EVSE ids."""
+        out = []
+        for group in self.stations:
+            for n in range(1, group.count + 1):
+                out.append((f"{group.prefix}{n:03d}", list(range(1, group.evses + 1))))
+        return out
+
+    @property
+    def datasets(self) -> list[str]:
+        """Names of the public data sets this scenario needs."""
+        names = [self.sessions.dataset, self.vehicles.dataset]
+        if self.prices is not None:
+            names.append(self.prices.dataset)
+        return names
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    """Validate a mapping (parsed YAML) as a :class:`Scenario`.
+
+    Raises:
+        ScenarioError: with one ``path: reason`` line per bad field.
+    """
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario is a mapping, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(f"{source}: invalid scenario\n{_format_errors(err)}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file.
+
+    Raises:
+        ScenarioError: file missing, YAML syntax error (with line), or invalid fields.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(f"{p}: cannot read scenario ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{p}: not valid YAML: {err}") from None
+    return parse_scenario(data, str(p))
