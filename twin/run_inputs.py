@@ -8,7 +8,7 @@ endpoint starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,20 @@ def _ev_models() -> tuple[list[EvModel], list[float]]:
     return models, weights
 
 
+def stack_days(sessions: pd.DataFrame, start: datetime, days: int) -> pd.DataFrame:
+    """Shift the sessions of day d (counted from ``start``, d < ``days``) back by d days.
+
+    Returns the shifted frame in arrival order (stable on session id); sessions from
+    ``days`` days on are dropped.
+    """
+    day = ((sessions["arrival"] - start) // pd.Timedelta(days=1)).astype(int)
+    keep = sessions[(day >= 0) & (day < days)].copy()
+    shift = pd.to_timedelta(day[(day >= 0) & (day < days)], unit="D")
+    for col in ("arrival", "departure", "estimated_departure"):
+        keep[col] = keep[col] - shift
+    return keep.sort_values(["arrival", "session_id"], kind="stable").reset_index(drop=True)
+
+
 def step_price_series(scenario: Scenario) -> tuple[np.ndarray, str] | None:
     """Price in force at the start of each control step, and its currency."""
     prices = scenario.prices
@@ -90,7 +104,11 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
     data_cache.ensure(scenario.datasets, progress=progress)
     run = scenario.run
     site = {"acn_caltech": "caltech", "acn_jpl": "jpl"}[scenario.sessions.dataset]
-    sessions = load_acn_sessions(site, run.start, run.end)
+    stack = scenario.sessions.stack_days
+    sessions = load_acn_sessions(site, run.start, max(run.end, run.start + timedelta(days=stack)))
+    if stack > 1:
+        sessions = stack_days(sessions, run.start, stack)
+    sessions = sessions[(sessions["arrival"] >= run.start) & (sessions["arrival"] < run.end)]
     models, weights = _ev_models()
     evses = [f"{sid}/{e}" for sid, evse_ids in scenario.evse_layout() for e in evse_ids]
     plan = plan_sessions(

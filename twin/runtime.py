@@ -355,6 +355,7 @@ class LockStepRuntime:
             self.traces.close()
         wall = time.perf_counter() - wall_start
         rtt = [x for s in self._stations.values() for x in s.rtt_samples_s]
+        rtt += self._csms.rtt_samples_s
         kpis = compute_kpis(
             KpiInputs(
                 step_s=float(run.step_s),

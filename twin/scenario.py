@@ -126,10 +126,15 @@ class Sessions(_Model):
     ids to EVSEs (``"CS001/1"``); ids not mapped are assigned in sorted order, round-robin
     over the EVSEs; an arrival at a busy EVSE takes the lowest-numbered free one, and is
     refused (counted) when none is free.
+
+    ``stack_days`` > 1 replays the sessions of that many consecutive days from the run
+    start all within the run window, day d shifted back by d days: real arrival patterns
+    for a depot larger than the recorded one (used by the benchmarks).
     """
 
     dataset: Literal["acn_caltech", "acn_jpl"] = "acn_caltech"
     station_map: dict[str, str] = Field(default_factory=dict)
+    stack_days: int = Field(1, ge=1, le=366)
 
 
 class Vehicles(_Model):
