@@ -1,7 +1,6 @@
-"""Day-ahead prices put on a run's time grid.
+"""Where on a price calendar a site's time looks its price up.
 
-A price series is a frame with ``time`` (UTC interval start) and ``price_per_mwh``; the
-price in force at ``t`` is the one of the last interval starting at or before ``t``.
+The lookup itself (price in force at a time) is ``twin.inputs.prices.price_at``.
 """
 
 from __future__ import annotations
@@ -40,24 +39,3 @@ def align_times(
     if year_offset:
         shifted = shifted + pd.DateOffset(years=year_offset)
     return pd.DatetimeIndex(shifted)
-
-
-def price_in_force(prices: pd.DataFrame, lookup_utc: pd.DatetimeIndex) -> np.ndarray:
-    """Price [per MWh] in force at each lookup time (forward fill of interval starts).
-
-    Raises:
-        ValueError: a lookup time before the first interval or more than one interval
-            after the last; the message names the covered range.
-    """
-    times = pd.DatetimeIndex(prices["time"]).tz_convert("UTC")
-    values = prices["price_per_mwh"].to_numpy(dtype=float)
-    if len(times) == 0:
-        raise ValueError("price series is empty")
-    step = (times[-1] - times[-2]) if len(times) > 1 else pd.Timedelta(hours=1)
-    lo, hi = times[0], times[-1] + step
-    bad = (lookup_utc < lo) | (lookup_utc >= hi)
-    if bad.any():
-        first_bad = lookup_utc[bad][0]
-        raise ValueError(f"no price at {first_bad.isoformat()}: the data cover {lo} to {hi}")
-    idx = np.searchsorted(times.asi8, lookup_utc.as_unit(times.unit).asi8, side="right") - 1
-    return values[idx]

@@ -17,8 +17,8 @@ import pandas as pd
 from twin import data_cache
 from twin.inputs.acn_sessions import load_acn_sessions
 from twin.inputs.ev_specs import load_ev_specs
-from twin.inputs.prices import load_ercot_dam_spp, load_nl_day_ahead
-from twin.price_signal import align_times, price_in_force
+from twin.inputs.prices import load_ercot_dam_spp, load_nl_day_ahead, price_at
+from twin.price_signal import align_times
 from twin.scenario import Scenario
 from twin.session_plan import EvModel, SessionPlan, plan_sessions
 
@@ -80,14 +80,14 @@ def step_price_series(scenario: Scenario) -> tuple[np.ndarray, str] | None:
         pd.DatetimeIndex(starts), prices.align, scenario.site.timezone,
         prices.market_timezone, prices.year_offset,
     )
-    lo = lookup.min().to_pydatetime() - timedelta(days=1)
-    hi = lookup.max().to_pydatetime() + timedelta(days=1)
+    lo = lookup.min().to_pydatetime()
+    hi = lookup.max().to_pydatetime() + timedelta(seconds=1)
     if prices.dataset == "ercot_dam_spp":
         assert prices.settlement_point is not None
         frame = load_ercot_dam_spp(prices.settlement_point, lo, hi)
     else:
         frame = load_nl_day_ahead(lo, hi)
-    return price_in_force(frame, lookup), prices.currency
+    return price_at(frame, lookup), prices.currency
 
 
 def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:

@@ -1,24 +1,8 @@
-"""Prices on the run's grid: forward fill, local-clock alignment, range errors."""
+"""Price calendar alignment between a site's clock and a market's."""
 
 import pandas as pd
-import pytest
 
-from twin.price_signal import align_times, price_in_force
-
-HOURLY = pd.DataFrame({
-    "time": pd.date_range("2019-09-09T00:00Z", periods=72, freq="h"),
-    "price_per_mwh": [float(i) for i in range(72)],
-})
-
-
-def test_forward_fill_inside_the_hour() -> None:
-    t = pd.DatetimeIndex(["2019-09-09T05:00Z", "2019-09-09T05:59Z", "2019-09-09T06:00Z"])
-    assert list(price_in_force(HOURLY, t)) == [5.0, 5.0, 6.0]
-
-
-def test_outside_the_data_names_the_range() -> None:
-    with pytest.raises(ValueError, match="data cover"):
-        price_in_force(HOURLY, pd.DatetimeIndex(["2019-09-13T00:00Z"]))
+from twin.price_signal import align_times
 
 
 def test_local_clock_alignment_pasadena_to_amsterdam() -> None:
