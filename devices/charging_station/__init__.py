@@ -1,0 +1,36 @@
+"""Emulated OCPP 1.6 / 2.0.1 charging station: EVSEs, vehicles, charging profiles."""
+
+from devices.charging_station.evse import EvseReading, EvseSpec, StationSpec
+from devices.charging_station.profiles import (
+    ChargingProfile,
+    ChargingProfileKind,
+    ChargingProfilePurpose,
+    ChargingRateUnit,
+    ChargingSchedule,
+    ChargingSchedulePeriod,
+    CompositePeriod,
+    Limit,
+    ProfileRejectedError,
+    ProfileStore,
+    RecurrencyKind,
+)
+from devices.charging_station.station import ChargingStation, EventSink
+
+__all__ = [
+    "ChargingProfile",
+    "ChargingProfileKind",
+    "ChargingProfilePurpose",
+    "ChargingRateUnit",
+    "ChargingSchedule",
+    "ChargingSchedulePeriod",
+    "ChargingStation",
+    "CompositePeriod",
+    "EventSink",
+    "EvseReading",
+    "EvseSpec",
+    "Limit",
+    "ProfileRejectedError",
+    "ProfileStore",
+    "RecurrencyKind",
+    "StationSpec",
+]
