@@ -1,1 +1,4 @@
-"""Production control software: CSMS (OCPP server) and dynamic load management. Imports nothing of ours but controllers."""
+"""Production control software: CSMS (OCPP server) and dynamic load management.
+
+Imports nothing of ours but ``controllers``.
+"""
