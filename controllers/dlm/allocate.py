@@ -92,9 +92,7 @@ def _measured_per_phase_a(evse: EvseInput, voltage_v: float) -> float | None:
     return None
 
 
-def _prepare(
-    evse: EvseInput, site: SiteConfig, config: DlmConfig, now: datetime
-) -> _Prepared:
+def _prepare(evse: EvseInput, site: SiteConfig, config: DlmConfig, now: datetime) -> _Prepared:
     n_phases = len(evse.phases)
     if evse.kind == "AC":
         factor, quantum = 1.0, AC_QUANTUM_A
@@ -107,10 +105,7 @@ def _prepare(
     feasible = lo_n <= hi_n
     lo_a, hi_a = lo_n / factor, hi_n / factor
 
-    worst = (
-        not evse.controllable
-        or _age_s(now, evse.measured_at) > config.telemetry_timeout_s
-    )
+    worst = not evse.controllable or _age_s(now, evse.measured_at) > config.telemetry_timeout_s
     cap_a, tapered = hi_a, False
     measured_a = _measured_per_phase_a(evse, site.voltage_v)
     follows_setpoint = evse.setpoint_since is None or (
@@ -261,9 +256,7 @@ def allocate(
     capacity_a = max(available_kw, 0.0) * 1000.0 / (site.phases * site.voltage_v)
     remaining = [capacity_a] * site.phases
 
-    prepared = sorted(
-        (_prepare(e, site, config, now) for e in evses), key=lambda p: p.order_key
-    )
+    prepared = sorted((_prepare(e, site, config, now) for e in evses), key=lambda p: p.order_key)
     x: dict[EvseKey, float] = {}
     reasons: dict[EvseKey, str] = {}
 

@@ -27,19 +27,20 @@ def kw_to_a(kw: float, phases: int = 3) -> float:
     return kw * 1000 / (phases * V)
 
 
-def fresh(**kw: object) -> SiteMeasurement:
-    return SiteMeasurement(non_ev_load_kw=kw.get("load", 0.0), measured_at=NOW,  # type: ignore[arg-type]
-                           external_limit_kw=kw.get("external"))  # type: ignore[arg-type]
+def fresh(load: float = 0.0, external: float | None = None) -> SiteMeasurement:
+    return SiteMeasurement(non_ev_load_kw=load, measured_at=NOW, external_limit_kw=external)
 
 
 def ac(name: str, evse_id: int = 1, **kw: object) -> EvseInput:
-    base = EvseInput(key=(name, evse_id), kind="AC", phases=(1, 2, 3), max_current_a=32.0,
-                     measured_at=NOW)
+    base = EvseInput(
+        key=(name, evse_id), kind="AC", phases=(1, 2, 3), max_current_a=32.0, measured_at=NOW
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def run(site: SiteConfig, evses: list[EvseInput], meas: SiteMeasurement | None = None,
-        **cfg: object) -> DlmResult:
+def run(
+    site: SiteConfig, evses: list[EvseInput], meas: SiteMeasurement | None = None, **cfg: object
+) -> DlmResult:
     return allocate(site, meas or fresh(), evses, DlmConfig(**cfg), NOW)  # type: ignore[arg-type]
 
 
@@ -157,8 +158,14 @@ def test_phase_rotation_maps_a_one_phase_vehicle_to_its_site_phase() -> None:
 
 def test_dc_setpoint_is_power_in_watts() -> None:
     site = SiteConfig(grid_limit_kw=50)
-    dc = EvseInput(key=("d", 1), kind="DC", phases=(1, 2, 3), min_power_w=5000,
-                   max_power_w=150000, measured_at=NOW)
+    dc = EvseInput(
+        key=("d", 1),
+        kind="DC",
+        phases=(1, 2, 3),
+        min_power_w=5000,
+        max_power_w=150000,
+        measured_at=NOW,
+    )
     r = run(site, [dc])
     a = r.allocations[("d", 1)]
     assert a.unit == "W"
@@ -168,8 +175,13 @@ def test_dc_setpoint_is_power_in_watts() -> None:
 
 def test_tapering_vehicle_is_capped_and_the_rest_goes_to_others() -> None:
     site = SiteConfig(grid_limit_kw=kw_to_a_inv(40))
-    tapering = ac("a", previous_setpoint=32.0, setpoint_since=NOW - timedelta(minutes=5),
-                  measured_current_a=(9.0, 9.0, 9.0), priority=1)
+    tapering = ac(
+        "a",
+        previous_setpoint=32.0,
+        setpoint_since=NOW - timedelta(minutes=5),
+        measured_current_a=(9.0, 9.0, 9.0),
+        priority=1,
+    )
     r = run(site, [tapering, ac("b")])
     assert sp(r, "a") == 11.0  # 9 A measured + 2 A headroom
     assert r.allocations[("a", 1)].reason == "taper"
@@ -183,16 +195,22 @@ def test_full_vehicle_is_capped_at_its_minimum_not_trickled() -> None:
 
 
 def test_measurement_older_than_the_setpoint_does_not_count_as_taper() -> None:
-    a = ac("a", previous_setpoint=32.0, setpoint_since=NOW,
-           measured_at=NOW - timedelta(seconds=10), measured_current_a=(6.0, 6.0, 6.0))
+    a = ac(
+        "a",
+        previous_setpoint=32.0,
+        setpoint_since=NOW,
+        measured_at=NOW - timedelta(seconds=10),
+        measured_current_a=(6.0, 6.0, 6.0),
+    )
     r = run(SiteConfig(grid_limit_kw=100), [a])
     assert sp(r, "a") == 32.0
 
 
 def test_stale_evse_is_reserved_at_max_and_never_raised() -> None:
     site = SiteConfig(grid_limit_kw=kw_to_a_inv(40))
-    stale = ac("a", previous_setpoint=10.0, measured_at=NOW - timedelta(minutes=10),
-               max_current_a=32)
+    stale = ac(
+        "a", previous_setpoint=10.0, measured_at=NOW - timedelta(minutes=10), max_current_a=32
+    )
     r = run(site, [stale, ac("b")])
     assert r.allocations[("a", 1)].worst_case
     assert sp(r, "a") == 10.0  # held, not raised
@@ -269,8 +287,9 @@ def test_min_above_max_evse_is_paused() -> None:
 
 def test_naive_now_and_bad_phases_are_rejected() -> None:
     with pytest.raises(ValueError, match="timezone"):
-        allocate(SiteConfig(grid_limit_kw=1), SiteMeasurement(), [], DlmConfig(),
-                 datetime(2025, 1, 1))
+        allocate(
+            SiteConfig(grid_limit_kw=1), SiteMeasurement(), [], DlmConfig(), datetime(2025, 1, 1)
+        )
     with pytest.raises(ValueError, match="phases"):
         run(SiteConfig(grid_limit_kw=10, phases=1), [ac("a", phases=(1, 2))])
 
@@ -278,8 +297,11 @@ def test_naive_now_and_bad_phases_are_rejected() -> None:
 # ---------------------------------------------------------------- properties
 
 # DLM_EXAMPLES=5000 for a long search; the default keeps the suite quick.
-PROFILE = settings(max_examples=int(os.environ.get("DLM_EXAMPLES", "120")), deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(
+    max_examples=int(os.environ.get("DLM_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -297,34 +319,40 @@ def scenarios(draw: st.DrawFn) -> tuple[SiteConfig, SiteMeasurement, list[EvseIn
         measured_at=NOW - timedelta(seconds=draw(st.floats(0, 500))),
         external_limit_kw=draw(st.none() | st.floats(0, 400)),
     )
-    phase_sets = [(1,)] if phases == 1 else [
-        (1,), (2,), (3,), (1, 2), (2, 3), (1, 3), (1, 2, 3)]
+    phase_sets = [(1,)] if phases == 1 else [(1,), (2,), (3,), (1, 2), (2, 3), (1, 3), (1, 2, 3)]
     evses = []
     for i in range(draw(st.integers(0, 8))):
         kind = draw(st.sampled_from(["AC", "AC", "DC"]))
         ph = draw(st.sampled_from(phase_sets if kind == "AC" else [phase_sets[-1]]))
         measured = draw(st.none() | st.floats(0, 80))
-        evses.append(EvseInput(
-            key=(draw(st.sampled_from(["cp1", "cp2", "cp3"])), i),
-            kind=kind,
-            phases=ph,
-            min_current_a=draw(st.sampled_from([6.0, 6.0, 8.0, 10.0])),
-            max_current_a=draw(st.floats(4, 80)),
-            min_power_w=draw(st.floats(0, 20000)),
-            max_power_w=draw(st.floats(0, 350000)),
-            measured_current_a=None if measured is None else tuple(measured for _ in ph),
-            measured_power_w=None if measured is None else measured * len(ph) * V,
-            measured_at=draw(st.none() | st.just(NOW) | st.builds(
-                lambda s: NOW - timedelta(seconds=s), st.floats(0, 600))),
-            priority=draw(st.integers(0, 2)),
-            requested_energy_kwh=draw(st.none() | st.floats(0, 100)),
-            departure=draw(st.none() | st.builds(
-                lambda s: NOW + timedelta(seconds=s), st.floats(-600, 36000))),
-            energy_delivered_kwh=draw(st.floats(0, 60)),
-            previous_setpoint=draw(st.sampled_from([0.0, 6.0, 16.0, 32.0, 11000.0])),
-            setpoint_since=draw(st.none() | st.just(NOW - timedelta(seconds=60))),
-            controllable=draw(st.booleans() | st.just(True)),
-        ))
+        evses.append(
+            EvseInput(
+                key=(draw(st.sampled_from(["cp1", "cp2", "cp3"])), i),
+                kind=kind,
+                phases=ph,
+                min_current_a=draw(st.sampled_from([6.0, 6.0, 8.0, 10.0])),
+                max_current_a=draw(st.floats(4, 80)),
+                min_power_w=draw(st.floats(0, 20000)),
+                max_power_w=draw(st.floats(0, 350000)),
+                measured_current_a=None if measured is None else tuple(measured for _ in ph),
+                measured_power_w=None if measured is None else measured * len(ph) * V,
+                measured_at=draw(
+                    st.none()
+                    | st.just(NOW)
+                    | st.builds(lambda s: NOW - timedelta(seconds=s), st.floats(0, 600))
+                ),
+                priority=draw(st.integers(0, 2)),
+                requested_energy_kwh=draw(st.none() | st.floats(0, 100)),
+                departure=draw(
+                    st.none()
+                    | st.builds(lambda s: NOW + timedelta(seconds=s), st.floats(-600, 36000))
+                ),
+                energy_delivered_kwh=draw(st.floats(0, 60)),
+                previous_setpoint=draw(st.sampled_from([0.0, 6.0, 16.0, 32.0, 11000.0])),
+                setpoint_since=draw(st.none() | st.just(NOW - timedelta(seconds=60))),
+                controllable=draw(st.booleans() | st.just(True)),
+            )
+        )
     config = DlmConfig(
         strategy=draw(st.sampled_from(["llf", "edf", "equal"])),
         hysteresis_a=draw(st.sampled_from([0.0, 1.0, 5.0])),
@@ -334,8 +362,9 @@ def scenarios(draw: st.DrawFn) -> tuple[SiteConfig, SiteMeasurement, list[EvseIn
     return site, meas, evses, config
 
 
-def per_phase_load(result: DlmResult, evses: list[EvseInput], phases: int,
-                   only: set[tuple[str, int]] | None = None) -> list[float]:
+def per_phase_load(
+    result: DlmResult, evses: list[EvseInput], phases: int, only: set[tuple[str, int]] | None = None
+) -> list[float]:
     load = [0.0] * phases
     for e in evses:
         if only is not None and e.key not in only:
@@ -345,10 +374,14 @@ def per_phase_load(result: DlmResult, evses: list[EvseInput], phases: int,
     return load
 
 
-def total_phase_amps(result: DlmResult, evses: list[EvseInput],
-                     only: set[tuple[str, int]] | None = None) -> float:
-    return sum(len(e.phases) * result.allocations[e.key].current_a for e in evses
-               if only is None or e.key in only)
+def total_phase_amps(
+    result: DlmResult, evses: list[EvseInput], only: set[tuple[str, int]] | None = None
+) -> float:
+    return sum(
+        len(e.phases) * result.allocations[e.key].current_a
+        for e in evses
+        if only is None or e.key in only
+    )
 
 
 def dedupe(evses: list[EvseInput]) -> list[EvseInput]:
@@ -375,8 +408,9 @@ def test_property_setpoints_fit_every_phase(sc: tuple) -> None:  # type: ignore[
     fresh_keys = {e.key for e in evses} - worst
     fresh_load = per_phase_load(r, evses, site.phases, fresh_keys)
     for p in range(site.phases):
-        reserved_worst = sum(r.allocations[e.key].reserved_a for e in evses
-                             if e.key in worst and p + 1 in e.phases)
+        reserved_worst = sum(
+            r.allocations[e.key].reserved_a for e in evses if e.key in worst and p + 1 in e.phases
+        )
         assert fresh_load[p] <= max(cap - reserved_worst, 0.0) + TOL
 
 
@@ -388,8 +422,9 @@ def test_property_setpoints_are_zero_or_between_min_and_max(sc: tuple) -> None: 
     r = allocate(site, meas, evses, config, NOW)
     for e in evses:
         s = r.allocations[e.key].setpoint
-        lo, hi = ((e.min_current_a, e.max_current_a) if e.kind == "AC"
-                  else (e.min_power_w, e.max_power_w))
+        lo, hi = (
+            (e.min_current_a, e.max_current_a) if e.kind == "AC" else (e.min_power_w, e.max_power_w)
+        )
         assert s == 0 or lo - TOL <= s <= hi + TOL, (e, s)
 
 
@@ -426,13 +461,16 @@ def test_property_stale_evse_never_gives_others_more(sc: tuple, pick: int) -> No
     if not evses:
         return
     target = evses[pick % len(evses)]
-    stale_evses = [replace(e, measured_at=NOW - timedelta(seconds=301)) if e.key == target.key
-                   else e for e in evses]
+    stale_evses = [
+        replace(e, measured_at=NOW - timedelta(seconds=301)) if e.key == target.key else e
+        for e in evses
+    ]
     r_fresh = allocate(site, meas, evses, config, NOW)
     r_stale = allocate(site, meas, stale_evses, config, NOW)
     others = {e.key for e in evses} - {target.key}
-    assert (total_phase_amps(r_stale, evses, others)
-            <= total_phase_amps(r_fresh, evses, others) + TOL)
+    assert (
+        total_phase_amps(r_stale, evses, others) <= total_phase_amps(r_fresh, evses, others) + TOL
+    )
     held = r_stale.allocations[target.key].setpoint
     assert held <= target.previous_setpoint + TOL
 
@@ -457,5 +495,7 @@ def test_property_input_order_does_not_matter(sc: tuple, rnd) -> None:  # type: 
     evses = dedupe(evses)
     shuffled = list(evses)
     rnd.shuffle(shuffled)
-    assert (allocate(site, meas, evses, config, NOW).allocations
-            == allocate(site, meas, shuffled, config, NOW).allocations)
+    assert (
+        allocate(site, meas, evses, config, NOW).allocations
+        == allocate(site, meas, shuffled, config, NOW).allocations
+    )
