@@ -179,6 +179,8 @@ def charge(
     remaining = dt_s
     if soc < s_cross:
         rate1 = eta * p1 / (3600.0 * cap)  # soc per second
+        if rate1 <= 0.0:  # an offer too small to represent
+            return state, 0.0
         s_end1 = min(s_cross, end)
         t1 = (s_end1 - soc) / rate1
         if t1 >= remaining:

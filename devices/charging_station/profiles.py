@@ -481,8 +481,10 @@ class ProfileStore:
         if duration_s <= 0:
             raise ValueError("duration_s must be > 0")
         elec = self._elec(evse_id)
-        unit = ChargingRateUnit(unit) if unit is not None else (
-            ChargingRateUnit.A if elec.kind == "AC" else ChargingRateUnit.W
+        unit = (
+            ChargingRateUnit(unit)
+            if unit is not None
+            else (ChargingRateUnit.A if elec.kind == "AC" else ChargingRateUnit.W)
         )
         t0 = _ts(start)
         t1 = t0 + duration_s
@@ -493,6 +495,8 @@ class ProfileStore:
         offsets: set[int] = {0}
         for e in entries:
             for b in self._breakpoints(e, t0, t1, tx.start if tx else rel_anchor):
+                if not t0 < b < t1:
+                    continue
                 k = math.ceil(b - t0 - 1e-9)
                 if 0 < k < duration_s:
                     offsets.add(k)
@@ -531,8 +535,10 @@ class ProfileStore:
                 else:
                     values.append((per.limit / (elec.voltage_v * n), n))
             else:
-                w = per.limit if s.charging_rate_unit is ChargingRateUnit.W else (
-                    per.limit * elec.dc_voltage_v
+                w = (
+                    per.limit
+                    if s.charging_rate_unit is ChargingRateUnit.W
+                    else (per.limit * elec.dc_voltage_v)
                 )
                 values.append((float(w), 0))
         recurrence = 0.0
@@ -592,9 +598,7 @@ class ProfileStore:
             return None
         return e.values[bisect_right(e.starts, x) - 1]
 
-    def _best(
-        self, entries: list[_Entry], t: float, rel_anchor: float
-    ) -> tuple[float, int] | None:
+    def _best(self, entries: list[_Entry], t: float, rel_anchor: float) -> tuple[float, int] | None:
         for e in entries:  # sorted by preference
             v = self._value(e, t, rel_anchor)
             if v is not None:
@@ -623,8 +627,10 @@ class ProfileStore:
         if chosen is None and idx.tx_default:
             chosen = self._best(idx.tx_default, t, anchor)
         if chosen is None and fallback_current_a is not None:
-            chosen = (fallback_current_a, elec.phases) if ac else (
-                fallback_current_a * elec.dc_voltage_v, 0
+            chosen = (
+                (fallback_current_a, elec.phases)
+                if ac
+                else (fallback_current_a * elec.dc_voltage_v, 0)
             )
         if chosen is not None:
             value = min(value, chosen[0])
@@ -656,4 +662,3 @@ class ProfileStore:
             for s in e.starts:
                 yield a + s
             yield a + e.duration
-

@@ -50,6 +50,7 @@ def handler(action: str) -> Callable[[_F], _F]:
     """``ocpp.routing.on`` with a type: marks a ChargePoint method as the handler of ``action``."""
     return cast(Callable[[_F], _F], _on(action))
 
+
 LOGGER = logging.getLogger("devices.charging_station")
 
 _SCHEMA_ROOT = Path(ocpp.__file__).parent

@@ -219,8 +219,15 @@ class ChargingStation:
         sess = Session(vehicle=vehicle, state=state, id_token=id_token, plugged_at=now)
         ev.session = sess
         ev.status = self._proto.plugged_status()
-        self._emit("vehicle.plugged_in", {"evse_id": evse_id, "model": vehicle.model,
-                                          "soc": state.soc, "target_soc": state.target_soc})
+        self._emit(
+            "vehicle.plugged_in",
+            {
+                "evse_id": evse_id,
+                "model": vehicle.model,
+                "soc": state.soc,
+                "target_soc": state.target_soc,
+            },
+        )
         futs = [self._enqueue("StatusNotification", self._proto.status_payload(ev), wait=True)]
         trigger = "Authorized"
         pending = ev.pending_remote
@@ -234,8 +241,10 @@ class ChargingStation:
             status = await self._authorize(sess)
         await self._wait(futs)
         if status != "Accepted":
-            self._emit("authorization.rejected",
-                       {"evse_id": evse_id, "id_token": sess.id_token, "status": status})
+            self._emit(
+                "authorization.rejected",
+                {"evse_id": evse_id, "id_token": sess.id_token, "status": status},
+            )
             return
         sess.authorized = True
         await self._proto.start_transaction(ev, sess, trigger)
@@ -258,11 +267,14 @@ class ChargingStation:
         if sess.tx_active:
             await self._proto.end_transaction(ev, sess, "EVDisconnected", "EVCommunicationLost")
         ev.session = None
-        self._emit("vehicle.plugged_out", {"evse_id": evse_id, "soc": sess.state.soc,
-                                           "session_energy_kwh": sess.energy_kwh})
+        self._emit(
+            "vehicle.plugged_out",
+            {"evse_id": evse_id, "soc": sess.state.soc, "session_energy_kwh": sess.energy_kwh},
+        )
         self._proto.unplugged_status(ev)
-        await self._wait([self._enqueue("StatusNotification", self._proto.status_payload(ev),
-                                        wait=True)])
+        await self._wait(
+            [self._enqueue("StatusNotification", self._proto.status_payload(ev), wait=True)]
+        )
 
     async def advance(self, now: datetime) -> None:
         """Advance to ``now``; returns without waiting for replies (see :meth:`drain`).
@@ -403,16 +415,30 @@ class ChargingStation:
         try:
             replaced = self.profiles.install(profile, evse_id, self._now)
         except ProfileRejectedError as e:
-            self._emit("profile.rejected", {"evse_id": evse_id, "profile_id": profile.id,
-                                            "purpose": profile.purpose.value,
-                                            "reason": e.reason_code, "message": e.message})
+            self._emit(
+                "profile.rejected",
+                {
+                    "evse_id": evse_id,
+                    "profile_id": profile.id,
+                    "purpose": profile.purpose.value,
+                    "reason": e.reason_code,
+                    "message": e.message,
+                },
+            )
             return False, e.reason_code
-        self._emit("profile.installed", {
-            "evse_id": evse_id, "profile_id": profile.id, "purpose": profile.purpose.value,
-            "stack_level": profile.stack_level, "kind": profile.kind.value,
-            "unit": profile.schedule.charging_rate_unit.value,
-            "limits": [p.limit for p in profile.schedule.periods], "replaced": replaced,
-        })
+        self._emit(
+            "profile.installed",
+            {
+                "evse_id": evse_id,
+                "profile_id": profile.id,
+                "purpose": profile.purpose.value,
+                "stack_level": profile.stack_level,
+                "kind": profile.kind.value,
+                "unit": profile.schedule.charging_rate_unit.value,
+                "limits": [p.limit for p in profile.schedule.periods],
+                "replaced": replaced,
+            },
+        )
         return True, None
 
     def clear_profiles(
@@ -438,8 +464,10 @@ class ChargingStation:
             return None
         assert self._now is not None
         kind = self.spec.evses[0].kind if evse_id == 0 else self.evses[evse_id].spec.kind
-        u = ChargingRateUnit(unit) if unit else (
-            ChargingRateUnit.A if kind == "AC" else ChargingRateUnit.W
+        u = (
+            ChargingRateUnit(unit)
+            if unit
+            else (ChargingRateUnit.A if kind == "AC" else ChargingRateUnit.W)
         )
         return self._now, u, self.profiles.composite_schedule(evse_id, self._now, duration_s, u)
 
@@ -459,8 +487,9 @@ class ChargingStation:
         if evse_id is not None:
             candidates = [self.evses[evse_id]] if evse_id in self.evses else []
         else:
-            candidates = sorted(self.evses.values(),
-                                key=lambda e: (e.session is None, e.spec.evse_id))
+            candidates = sorted(
+                self.evses.values(), key=lambda e: (e.session is None, e.spec.evse_id)
+            )
         for ev in candidates:
             sess = ev.session
             if sess is not None and sess.tx_active:
@@ -498,8 +527,9 @@ class ChargingStation:
             self._defer(partial(self._send_soon, "Heartbeat", {}))
         elif message == "StatusNotification":
             for ev in evses:
-                self._defer(partial(self._send_soon, "StatusNotification",
-                                    self._proto.status_payload(ev)))
+                self._defer(
+                    partial(self._send_soon, "StatusNotification", self._proto.status_payload(ev))
+                )
         elif message == "MeterValues":
             for ev in evses:
                 self._defer(partial(self._trigger_meter, ev))
@@ -633,11 +663,16 @@ class ChargingStation:
         if not sess.tx_active:
             return
         self.profiles.set_transaction(ev.spec.evse_id, transaction_id, sess.started_at)
-        self._emit("transaction.started", {
-            "evse_id": ev.spec.evse_id, "transaction_id": transaction_id,
-            "id_token": sess.id_token, "meter_start_wh": sess.meter_start_wh,
-            "soc": sess.state.soc,
-        })
+        self._emit(
+            "transaction.started",
+            {
+                "evse_id": ev.spec.evse_id,
+                "transaction_id": transaction_id,
+                "id_token": sess.id_token,
+                "meter_start_wh": sess.meter_start_wh,
+                "soc": sess.state.soc,
+            },
+        )
         prof = sess.pending_profile
         sess.pending_profile = None
         if isinstance(prof, ChargingProfile):
@@ -652,11 +687,17 @@ class ChargingStation:
         removed = self.profiles.end_transaction(ev.spec.evse_id)
         if removed:
             self._emit("profile.cleared", {"profile_ids": removed, "reason": "TransactionEnded"})
-        self._emit("transaction.ended", {
-            "evse_id": ev.spec.evse_id, "transaction_id": sess.transaction_id,
-            "reason": reason, "energy_kwh": sess.energy_kwh,
-            "meter_stop_wh": ev.register_wh, "soc": sess.state.soc,
-        })
+        self._emit(
+            "transaction.ended",
+            {
+                "evse_id": ev.spec.evse_id,
+                "transaction_id": sess.transaction_id,
+                "reason": reason,
+                "energy_kwh": sess.energy_kwh,
+                "meter_stop_wh": ev.register_wh,
+                "soc": sess.state.soc,
+            },
+        )
 
     async def _authorize(self, sess: Session) -> str:
         if not self._online:
@@ -701,8 +742,9 @@ class ChargingStation:
         if not self._booted:
             await self._boot()
         for ev in self.evses.values():
-            futs.append(self._enqueue("StatusNotification", self._proto.status_payload(ev),
-                                      wait=wait))
+            futs.append(
+                self._enqueue("StatusNotification", self._proto.status_payload(ev), wait=wait)
+            )
         if self._outbox and self._sender is None:
             self._start_sender()
         if wait:
@@ -731,9 +773,14 @@ class ChargingStation:
         except Exception as e:  # refused, handshake rejected, timeout
             self._retry_attempt += 1
             self._schedule_retry()
-            self._emit("ocpp.reconnect_failed",
-                       {"attempt": self._retry_attempt, "error": f"{type(e).__name__}: {e}",
-                        "next_retry": iso(self._next_retry) if self._next_retry else None})
+            self._emit(
+                "ocpp.reconnect_failed",
+                {
+                    "attempt": self._retry_attempt,
+                    "error": f"{type(e).__name__}: {e}",
+                    "next_retry": iso(self._next_retry) if self._next_retry else None,
+                },
+            )
             return
         finally:
             self._reconnecting = False
@@ -771,10 +818,14 @@ class ChargingStation:
         if not self._closed:
             self._retry_attempt = 0
             self._schedule_retry()
-        self._emit("ocpp.disconnected", {
-            "reason": reason, "queued": len(self._outbox),
-            "next_retry": iso(self._next_retry) if self._next_retry else None,
-        })
+        self._emit(
+            "ocpp.disconnected",
+            {
+                "reason": reason,
+                "queued": len(self._outbox),
+                "next_retry": iso(self._next_retry) if self._next_retry else None,
+            },
+        )
 
     def _fail_waiters(self) -> None:
         """Wake every waiter: the pending call fails, queued callers get None."""
@@ -842,8 +893,9 @@ class ChargingStation:
         await self._wait([self._enqueue(action, payload, wait=True)])
 
     async def _trigger_meter(self, ev: Evse) -> None:
-        self._proto.meter_values(ev, ev.session if ev.session and ev.session.tx_active else None,
-                                 "Trigger")
+        self._proto.meter_values(
+            ev, ev.session if ev.session and ev.session.tx_active else None, "Trigger"
+        )
 
     @staticmethod
     async def _wait(futs: list[asyncio.Future[dict[str, Any] | None] | None]) -> None:
@@ -874,9 +926,15 @@ class ChargingStation:
         except RpcError as e:
             outbox.popleft()
             LOGGER.error("%s: invalid outgoing %s: %s", self.station_id, action, e)
-            self._emit("ocpp.invalid_message",
-                       {"direction": "out", "action": action, "code": e.code,
-                        "description": e.description})
+            self._emit(
+                "ocpp.invalid_message",
+                {
+                    "direction": "out",
+                    "action": action,
+                    "code": e.code,
+                    "description": e.description,
+                },
+            )
             self._resolve(item, None)
             return True
         uid = self._next_message_id()
@@ -912,17 +970,20 @@ class ChargingStation:
         if reply[0] == 4:
             code = reply[2] if len(reply) > 2 else "?"
             desc = reply[3] if len(reply) > 3 else ""
-            self._emit("ocpp.callerror",
-                       {"direction": "in", "action": action, "code": code, "description": desc})
+            self._emit(
+                "ocpp.callerror",
+                {"direction": "in", "action": action, "code": code, "description": desc},
+            )
             self._resolve(item, None)
             return True
         result: dict[str, Any] = reply[2] if len(reply) > 2 else {}
         try:
             validate(version, action, result, response=True)
         except RpcError as e:
-            self._emit("ocpp.invalid_message",
-                       {"direction": "in", "action": action, "code": e.code,
-                        "description": e.description})
+            self._emit(
+                "ocpp.invalid_message",
+                {"direction": "in", "action": action, "code": e.code, "description": e.description},
+            )
             self._resolve(item, None)
             return True
         if item.on_reply is not None:

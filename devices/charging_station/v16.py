@@ -27,26 +27,52 @@ if TYPE_CHECKING:
 __all__ = ["StationChargePoint16", "V16Dialect"]
 
 _PHASES = ("L1", "L2", "L3")
-_REASONS_16 = {"EVDisconnected": "EVDisconnected", "Remote": "Remote",
-               "DeAuthorized": "DeAuthorized", "Local": "Local"}
+_REASONS_16 = {
+    "EVDisconnected": "EVDisconnected",
+    "Remote": "Remote",
+    "DeAuthorized": "DeAuthorized",
+    "Local": "Local",
+}
 
 
 def sampled_values_16(ev: Evse, sess: Session | None, context: str) -> list[dict[str, Any]]:
     """Energy register (Wh), power (W), current per phase (A), SoC on DC (%), as 1.6 text."""
     sv: list[dict[str, Any]] = [
-        {"value": repr(ev.register_wh), "context": context,
-         "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-        {"value": repr(ev.power_kw * 1000.0), "context": context,
-         "measurand": "Power.Active.Import", "unit": "W"},
+        {
+            "value": repr(ev.register_wh),
+            "context": context,
+            "measurand": "Energy.Active.Import.Register",
+            "unit": "Wh",
+        },
+        {
+            "value": repr(ev.power_kw * 1000.0),
+            "context": context,
+            "measurand": "Power.Active.Import",
+            "unit": "W",
+        },
     ]
     cur = ev.station_current_a
     n = ev.spec.phases if ev.spec.kind == "AC" else 3
     for i in range(n):
-        sv.append({"value": repr(cur[i]), "context": context, "measurand": "Current.Import",
-                   "phase": _PHASES[i], "unit": "A"})
+        sv.append(
+            {
+                "value": repr(cur[i]),
+                "context": context,
+                "measurand": "Current.Import",
+                "phase": _PHASES[i],
+                "unit": "A",
+            }
+        )
     if ev.spec.kind == "DC" and sess is not None:
-        sv.append({"value": repr(round(sess.state.soc * 100.0, 3)), "context": context,
-                   "measurand": "SoC", "location": "EV", "unit": "Percent"})
+        sv.append(
+            {
+                "value": repr(round(sess.state.soc * 100.0, 3)),
+                "context": context,
+                "measurand": "SoC",
+                "location": "EV",
+                "unit": "Percent",
+            }
+        )
     return sv
 
 
@@ -70,8 +96,12 @@ class V16Dialect(Dialect):
     def status_payload(self, ev: Evse) -> dict[str, Any]:
         """StatusNotification.req (§4.9)."""
         assert self.st.now is not None
-        return {"connectorId": ev.spec.evse_id, "errorCode": "NoError", "status": ev.status,
-                "timestamp": iso(self.st.now)}
+        return {
+            "connectorId": ev.spec.evse_id,
+            "errorCode": "NoError",
+            "status": ev.status,
+            "timestamp": iso(self.st.now),
+        }
 
     def authorize_payload(self, sess: Session) -> dict[str, Any]:
         """Authorize.req (§4.1)."""
@@ -95,16 +125,21 @@ class V16Dialect(Dialect):
         assert st.now is not None
         st._begin_transaction(ev, sess, None)
         sess.tx_number = st._new_transaction_number()
-        payload = {"connectorId": ev.spec.evse_id, "idTag": sess.id_token,
-                   "meterStart": round(ev.register_wh), "timestamp": iso(st.now)}
+        payload = {
+            "connectorId": ev.spec.evse_id,
+            "idTag": sess.id_token,
+            "meterStart": round(ev.register_wh),
+            "timestamp": iso(st.now),
+        }
 
         def on_reply(reply: dict[str, Any]) -> None:
             st._transaction_known(ev, sess, str(reply["transactionId"]))
             status = reply.get("idTagInfo", {}).get("status", "Accepted")
             if status != "Accepted" and sess.tx_active:
-                st._emit("authorization.rejected", {"evse_id": ev.spec.evse_id,
-                                                    "id_token": sess.id_token,
-                                                    "status": status})
+                st._emit(
+                    "authorization.rejected",
+                    {"evse_id": ev.spec.evse_id, "id_token": sess.id_token, "status": status},
+                )
                 sess.authorized = False
                 st._spawn(self.end_transaction(ev, sess, "DeAuthorized", "Deauthorized"))
 
@@ -130,9 +165,13 @@ class V16Dialect(Dialect):
         def build() -> dict[str, Any] | None:
             if sess.transaction_id is None:
                 return None  # StartTransaction never got an id
-            return {"transactionId": int(sess.transaction_id), "meterStop": meter_stop,
-                    "timestamp": ts, "idTag": sess.id_token,
-                    "reason": _REASONS_16.get(reason, "Other")}
+            return {
+                "transactionId": int(sess.transaction_id),
+                "meterStop": meter_stop,
+                "timestamp": ts,
+                "idTag": sess.id_token,
+                "reason": _REASONS_16.get(reason, "Other"),
+            }
 
         fut = st._enqueue("StopTransaction", build, tx=True, wait=True)
         if plugged:
@@ -168,10 +207,14 @@ class V16Dialect(Dialect):
 def _profile_16(p: dict[str, Any]) -> Any:
     tx = p.get("transaction_id")
     return make_profile(
-        profile_id=p["charging_profile_id"], stack_level=p["stack_level"],
-        purpose=p["charging_profile_purpose"], kind=p["charging_profile_kind"],
-        schedule=p["charging_schedule"], recurrency=p.get("recurrency_kind"),
-        valid_from=p.get("valid_from"), valid_to=p.get("valid_to"),
+        profile_id=p["charging_profile_id"],
+        stack_level=p["stack_level"],
+        purpose=p["charging_profile_purpose"],
+        kind=p["charging_profile_kind"],
+        schedule=p["charging_schedule"],
+        recurrency=p.get("recurrency_kind"),
+        valid_from=p.get("valid_from"),
+        valid_to=p.get("valid_to"),
         transaction_id=str(tx) if tx is not None else None,
     )
 
@@ -184,8 +227,9 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
     """
 
     @handler("SetChargingProfile")
-    def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any],
-                                **_: Any) -> call_result.SetChargingProfile:
+    def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any
+    ) -> call_result.SetChargingProfile:
         """§5.16: Accepted / Rejected."""
         try:
             profile = _profile_16(cs_charging_profiles)
@@ -195,24 +239,29 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
         return call_result.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @handler("ClearChargingProfile")
-    def on_clear_charging_profile(self, id: int | None = None,
-                                  connector_id: int | None = None,
-                                  charging_profile_purpose: str | None = None,
-                                  stack_level: int | None = None,
-                                  **_: Any) -> call_result.ClearChargingProfile:
+    def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+        **_: Any,
+    ) -> call_result.ClearChargingProfile:
         """§5.5: Accepted if anything was cleared, else Unknown."""
         purpose = None
         if charging_profile_purpose is not None:
             purpose = ChargingProfilePurpose(
-                "ChargingStationMaxProfile" if charging_profile_purpose == "ChargePointMaxProfile"
-                else charging_profile_purpose)
+                "ChargingStationMaxProfile"
+                if charging_profile_purpose == "ChargePointMaxProfile"
+                else charging_profile_purpose
+            )
         removed = self._station.clear_profiles(id, connector_id, purpose, stack_level)
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
 
     @handler("GetCompositeSchedule")
-    def on_get_composite_schedule(self, connector_id: int, duration: int,
-                                  charging_rate_unit: str | None = None,
-                                  **_: Any) -> dict[str, Any]:
+    def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> dict[str, Any]:
         """§5.7: the composite schedule from now (limits to 0.1 as the schema requires)."""
         res = self._station.composite(connector_id, duration, charging_rate_unit)
         if res is None or duration <= 0:
@@ -224,15 +273,26 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
             if p.number_phases is not None:
                 d["numberPhases"] = p.number_phases
             out_periods.append(d)
-        return {"status": "Accepted", "connectorId": connector_id, "scheduleStart": iso(start),
-                "chargingSchedule": {"duration": duration, "startSchedule": iso(start),
-                                     "chargingRateUnit": unit.value,
-                                     "chargingSchedulePeriod": out_periods}}
+        return {
+            "status": "Accepted",
+            "connectorId": connector_id,
+            "scheduleStart": iso(start),
+            "chargingSchedule": {
+                "duration": duration,
+                "startSchedule": iso(start),
+                "chargingRateUnit": unit.value,
+                "chargingSchedulePeriod": out_periods,
+            },
+        }
 
     @handler("RemoteStartTransaction")
-    def on_remote_start_transaction(self, id_tag: str, connector_id: int | None = None,
-                                    charging_profile: dict[str, Any] | None = None,
-                                    **_: Any) -> call_result.RemoteStartTransaction:
+    def on_remote_start_transaction(
+        self,
+        id_tag: str,
+        connector_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> call_result.RemoteStartTransaction:
         """§5.11 (AuthorizeRemoteTxRequests = false)."""
         profile = None
         if charging_profile is not None:
@@ -246,15 +306,17 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
         return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
 
     @handler("RemoteStopTransaction")
-    def on_remote_stop_transaction(self, transaction_id: int,
-                                   **_: Any) -> call_result.RemoteStopTransaction:
+    def on_remote_stop_transaction(
+        self, transaction_id: int, **_: Any
+    ) -> call_result.RemoteStopTransaction:
         """§5.12."""
         ok = self._station.request_stop(str(transaction_id))
         return call_result.RemoteStopTransaction(status="Accepted" if ok else "Rejected")
 
     @handler("ChangeConfiguration")
-    def on_change_configuration(self, key: str, value: str,
-                                **_: Any) -> call_result.ChangeConfiguration:
+    def on_change_configuration(
+        self, key: str, value: str, **_: Any
+    ) -> call_result.ChangeConfiguration:
         """§5.3, minimal: every key accepted and stored."""
         self._station.set_config(key, value)
         return call_result.ChangeConfiguration(status="Accepted")
@@ -277,8 +339,10 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
         return call_result.Reset(status="Accepted")
 
     @handler("TriggerMessage")
-    def on_trigger_message(self, requested_message: str, connector_id: int | None = None,
-                           **_: Any) -> call_result.TriggerMessage:
+    def on_trigger_message(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
         """§5.17: BootNotification, Heartbeat, StatusNotification, MeterValues."""
         return call_result.TriggerMessage(
-            status=self._station.trigger(requested_message, connector_id))
+            status=self._station.trigger(requested_message, connector_id)
+        )

@@ -33,24 +33,46 @@ _UNIT_PCT = {"unit": "Percent"}
 _PHASES = ("L1", "L2", "L3")
 
 
-def sampled_values(st: ChargingStation, ev: Evse, sess: Session | None, context: str) -> list[
-    dict[str, Any]
-]:
+def sampled_values(
+    st: ChargingStation, ev: Evse, sess: Session | None, context: str
+) -> list[dict[str, Any]]:
     """Energy register (Wh), power (W), current per phase (A), SoC on DC (%)."""
     sv: list[dict[str, Any]] = [
-        {"value": ev.register_wh, "measurand": "Energy.Active.Import.Register",
-         "context": context, "unitOfMeasure": _UNIT_WH},
-        {"value": ev.power_kw * 1000.0, "measurand": "Power.Active.Import",
-         "context": context, "unitOfMeasure": _UNIT_W},
+        {
+            "value": ev.register_wh,
+            "measurand": "Energy.Active.Import.Register",
+            "context": context,
+            "unitOfMeasure": _UNIT_WH,
+        },
+        {
+            "value": ev.power_kw * 1000.0,
+            "measurand": "Power.Active.Import",
+            "context": context,
+            "unitOfMeasure": _UNIT_W,
+        },
     ]
     cur = ev.station_current_a
     n = ev.spec.phases if ev.spec.kind == "AC" else 3
     for i in range(n):
-        sv.append({"value": cur[i], "measurand": "Current.Import", "phase": _PHASES[i],
-                   "context": context, "unitOfMeasure": _UNIT_A})
+        sv.append(
+            {
+                "value": cur[i],
+                "measurand": "Current.Import",
+                "phase": _PHASES[i],
+                "context": context,
+                "unitOfMeasure": _UNIT_A,
+            }
+        )
     if ev.spec.kind == "DC" and sess is not None:
-        sv.append({"value": round(sess.state.soc * 100.0, 3), "measurand": "SoC",
-                   "location": "EV", "context": context, "unitOfMeasure": _UNIT_PCT})
+        sv.append(
+            {
+                "value": round(sess.state.soc * 100.0, 3),
+                "measurand": "SoC",
+                "location": "EV",
+                "context": context,
+                "unitOfMeasure": _UNIT_PCT,
+            }
+        )
     return sv
 
 
@@ -69,14 +91,20 @@ class V201Dialect(Dialect):
     def boot_payload(self) -> dict[str, Any]:
         """BootNotificationRequest, reason PowerUp (B01)."""
         spec = self.st.spec
-        return {"chargingStation": {"model": spec.model, "vendorName": spec.vendor},
-                "reason": "PowerUp"}
+        return {
+            "chargingStation": {"model": spec.model, "vendorName": spec.vendor},
+            "reason": "PowerUp",
+        }
 
     def status_payload(self, ev: Evse) -> dict[str, Any]:
         """StatusNotificationRequest (G01)."""
         assert self.st.now is not None
-        return {"timestamp": iso(self.st.now), "connectorStatus": ev.status,
-                "evseId": ev.spec.evse_id, "connectorId": 1}
+        return {
+            "timestamp": iso(self.st.now),
+            "connectorStatus": ev.status,
+            "evseId": ev.spec.evse_id,
+            "connectorId": 1,
+        }
 
     def authorize_payload(self, sess: Session) -> dict[str, Any]:
         """AuthorizeRequest (C01)."""
@@ -90,13 +118,22 @@ class V201Dialect(Dialect):
         """Connector status of an EVSE with a vehicle."""
         return "Occupied"
 
-    def _tx_event(self, sess: Session, event_type: str, trigger: str,
-                  info: dict[str, Any], meter: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def _tx_event(
+        self,
+        sess: Session,
+        event_type: str,
+        trigger: str,
+        info: dict[str, Any],
+        meter: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         st = self.st
         assert st.now is not None
         msg: dict[str, Any] = {
-            "eventType": event_type, "timestamp": iso(st.now), "triggerReason": trigger,
-            "seqNo": sess.seq_no, "transactionInfo": info,
+            "eventType": event_type,
+            "timestamp": iso(st.now),
+            "triggerReason": trigger,
+            "seqNo": sess.seq_no,
+            "transactionInfo": info,
         }
         sess.seq_no += 1
         if meter is not None:
@@ -113,17 +150,30 @@ class V201Dialect(Dialect):
         info: dict[str, Any] = {"transactionId": tx_id, "chargingState": sess.charging_state}
         if sess.remote_start_id is not None:
             info["remoteStartId"] = sess.remote_start_id
-        msg = self._tx_event(sess, "Started", trigger, info, [
-            {"value": ev.register_wh, "measurand": "Energy.Active.Import.Register",
-             "context": "Transaction.Begin", "unitOfMeasure": _UNIT_WH}])
+        msg = self._tx_event(
+            sess,
+            "Started",
+            trigger,
+            info,
+            [
+                {
+                    "value": ev.register_wh,
+                    "measurand": "Energy.Active.Import.Register",
+                    "context": "Transaction.Begin",
+                    "unitOfMeasure": _UNIT_WH,
+                }
+            ],
+        )
         msg["idToken"] = {"idToken": sess.id_token, "type": sess.id_token_type}
         msg["evse"] = {"id": ev.spec.evse_id, "connectorId": 1}
         st._transaction_known(ev, sess, tx_id)
         reply = await st._ask("TransactionEvent", msg, tx=True)
         status = (reply or {}).get("idTokenInfo", {}).get("status", "Accepted")
         if status != "Accepted" and sess.tx_active:
-            st._emit("authorization.rejected", {"evse_id": ev.spec.evse_id,
-                                                "id_token": sess.id_token, "status": status})
+            st._emit(
+                "authorization.rejected",
+                {"evse_id": ev.spec.evse_id, "id_token": sess.id_token, "status": status},
+            )
             sess.authorized = False
             await self.end_transaction(ev, sess, "DeAuthorized", "Deauthorized")
 
@@ -143,11 +193,25 @@ class V201Dialect(Dialect):
         plugged = ev.session is sess and reason != "EVDisconnected"
         st._finish_transaction(ev, sess, reason)
         assert sess.transaction_id is not None
-        info = {"transactionId": sess.transaction_id, "stoppedReason": reason,
-                "chargingState": "EVConnected" if plugged else "Idle"}
-        msg = self._tx_event(sess, "Ended", trigger, info, [
-            {"value": ev.register_wh, "measurand": "Energy.Active.Import.Register",
-             "context": "Transaction.End", "unitOfMeasure": _UNIT_WH}])
+        info = {
+            "transactionId": sess.transaction_id,
+            "stoppedReason": reason,
+            "chargingState": "EVConnected" if plugged else "Idle",
+        }
+        msg = self._tx_event(
+            sess,
+            "Ended",
+            trigger,
+            info,
+            [
+                {
+                    "value": ev.register_wh,
+                    "measurand": "Energy.Active.Import.Register",
+                    "context": "Transaction.End",
+                    "unitOfMeasure": _UNIT_WH,
+                }
+            ],
+        )
         await st._wait([st._enqueue("TransactionEvent", msg, tx=True, wait=True)])
 
     def meter_values(self, ev: Evse, sess: Session | None, context: str) -> None:
@@ -158,19 +222,36 @@ class V201Dialect(Dialect):
         if sess is not None and sess.tx_active:
             assert sess.transaction_id is not None
             trigger = "MeterValuePeriodic" if context == "Sample.Periodic" else "Trigger"
-            st._enqueue("TransactionEvent", self._tx_event(
-                sess, "Updated", trigger, {"transactionId": sess.transaction_id}, sv), tx=True)
+            st._enqueue(
+                "TransactionEvent",
+                self._tx_event(
+                    sess, "Updated", trigger, {"transactionId": sess.transaction_id}, sv
+                ),
+                tx=True,
+            )
         else:
-            st._enqueue("MeterValues", {"evseId": ev.spec.evse_id, "meterValue": [
-                {"timestamp": iso(st.now), "sampledValue": sv}]})
+            st._enqueue(
+                "MeterValues",
+                {
+                    "evseId": ev.spec.evse_id,
+                    "meterValue": [{"timestamp": iso(st.now), "sampledValue": sv}],
+                },
+            )
 
     def charging_state_changed(self, ev: Evse, sess: Session) -> None:
         """TransactionEvent Updated, ChargingStateChanged."""
         assert sess.transaction_id is not None
-        self.st._enqueue("TransactionEvent", self._tx_event(
-            sess, "Updated", "ChargingStateChanged",
-            {"transactionId": sess.transaction_id, "chargingState": sess.charging_state}, None),
-            tx=True)
+        self.st._enqueue(
+            "TransactionEvent",
+            self._tx_event(
+                sess,
+                "Updated",
+                "ChargingStateChanged",
+                {"transactionId": sess.transaction_id, "chargingState": sess.charging_state},
+                None,
+            ),
+            tx=True,
+        )
 
     def unplugged_status(self, ev: Evse) -> None:
         """Connector Available."""
@@ -191,18 +272,23 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
     """
 
     @handler("SetChargingProfile")
-    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
-                                **_: Any) -> dict[str, Any]:
+    def on_set_charging_profile(
+        self, evse_id: int, charging_profile: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
         """K01: install; Rejected with a reasonCode if the profile is not acceptable."""
         cp = charging_profile
         if cp["charging_profile_purpose"] == "ChargingStationExternalConstraints":
             return _reply("Rejected", "InvalidValue")
         try:
             profile = make_profile(
-                profile_id=cp["id"], stack_level=cp["stack_level"],
-                purpose=cp["charging_profile_purpose"], kind=cp["charging_profile_kind"],
-                schedule=cp["charging_schedule"][0], recurrency=cp.get("recurrency_kind"),
-                valid_from=cp.get("valid_from"), valid_to=cp.get("valid_to"),
+                profile_id=cp["id"],
+                stack_level=cp["stack_level"],
+                purpose=cp["charging_profile_purpose"],
+                kind=cp["charging_profile_kind"],
+                schedule=cp["charging_schedule"][0],
+                recurrency=cp.get("recurrency_kind"),
+                valid_from=cp.get("valid_from"),
+                valid_to=cp.get("valid_to"),
                 transaction_id=cp.get("transaction_id"),
             )
         except ValueError:
@@ -211,21 +297,27 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
         return _reply("Accepted") if ok else _reply("Rejected", reason)
 
     @handler("ClearChargingProfile")
-    def on_clear_charging_profile(self, charging_profile_id: int | None = None,
-                                  charging_profile_criteria: dict[str, Any] | None = None,
-                                  **_: Any) -> call_result.ClearChargingProfile:
+    def on_clear_charging_profile(
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> call_result.ClearChargingProfile:
         """K10: Accepted if anything was cleared, else Unknown."""
         crit = charging_profile_criteria or {}
         purpose = crit.get("charging_profile_purpose")
         removed = self._station.clear_profiles(
-            charging_profile_id, crit.get("evse_id"),
-            ChargingProfilePurpose(purpose) if purpose else None, crit.get("stack_level"))
+            charging_profile_id,
+            crit.get("evse_id"),
+            ChargingProfilePurpose(purpose) if purpose else None,
+            crit.get("stack_level"),
+        )
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
 
     @handler("GetCompositeSchedule")
-    def on_get_composite_schedule(self, duration: int, evse_id: int,
-                                  charging_rate_unit: str | None = None,
-                                  **_: Any) -> dict[str, Any]:
+    def on_get_composite_schedule(
+        self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> dict[str, Any]:
         """K08: the composite schedule from now, in the requested unit."""
         res = self._station.composite(evse_id, duration, charging_rate_unit)
         if res is None or duration <= 0:
@@ -237,15 +329,26 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
             if p.number_phases is not None:
                 d["numberPhases"] = p.number_phases
             out_periods.append(d)
-        return {"status": "Accepted", "schedule": {
-            "evseId": evse_id, "duration": duration, "scheduleStart": iso(start),
-            "chargingRateUnit": unit.value, "chargingSchedulePeriod": out_periods}}
+        return {
+            "status": "Accepted",
+            "schedule": {
+                "evseId": evse_id,
+                "duration": duration,
+                "scheduleStart": iso(start),
+                "chargingRateUnit": unit.value,
+                "chargingSchedulePeriod": out_periods,
+            },
+        }
 
     @handler("RequestStartTransaction")
-    def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int,
-                                     evse_id: int | None = None,
-                                     charging_profile: dict[str, Any] | None = None,
-                                     **_: Any) -> dict[str, Any]:
+    def on_request_start_transaction(
+        self,
+        id_token: dict[str, Any],
+        remote_start_id: int,
+        evse_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         """F01/F02: start now if a vehicle waits, else when one plugs in."""
         profile = None
         if charging_profile is not None:
@@ -254,15 +357,21 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
                 return _reply("Rejected", "InvalidProfile")
             try:
                 profile = make_profile(
-                    profile_id=cp["id"], stack_level=cp["stack_level"],
-                    purpose=cp["charging_profile_purpose"], kind=cp["charging_profile_kind"],
-                    schedule=cp["charging_schedule"][0], recurrency=cp.get("recurrency_kind"),
-                    valid_from=cp.get("valid_from"), valid_to=cp.get("valid_to"),
-                    transaction_id=None)
+                    profile_id=cp["id"],
+                    stack_level=cp["stack_level"],
+                    purpose=cp["charging_profile_purpose"],
+                    kind=cp["charging_profile_kind"],
+                    schedule=cp["charging_schedule"][0],
+                    recurrency=cp.get("recurrency_kind"),
+                    valid_from=cp.get("valid_from"),
+                    valid_to=cp.get("valid_to"),
+                    transaction_id=None,
+                )
             except ValueError:
                 return _reply("Rejected", "InvalidProfile")
         ok, tx = self._station.request_start(
-            evse_id, id_token["id_token"], id_token["type"], remote_start_id, profile)
+            evse_id, id_token["id_token"], id_token["type"], remote_start_id, profile
+        )
         out = _reply("Accepted" if ok else "Rejected")
         if tx is not None:
             out["transactionId"] = tx
@@ -274,8 +383,7 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
         return _reply("Accepted" if self._station.request_stop(transaction_id) else "Rejected")
 
     @handler("GetVariables")
-    def on_get_variables(self, get_variable_data: list[dict[str, Any]],
-                         **_: Any) -> dict[str, Any]:
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
         """B06, minimal: a flat store keyed by variable name."""
         results = []
         for item in get_variable_data:
@@ -285,22 +393,24 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
             value = self._station.config.get(key)
             r: dict[str, Any] = {
                 "attributeStatus": "Accepted" if value is not None else "UnknownVariable",
-                "component": _camel(comp), "variable": _camel(var)}
+                "component": _camel(comp),
+                "variable": _camel(var),
+            }
             if value is not None:
                 r["attributeValue"] = value
             results.append(r)
         return {"getVariableResult": results}
 
     @handler("SetVariables")
-    def on_set_variables(self, set_variable_data: list[dict[str, Any]],
-                         **_: Any) -> dict[str, Any]:
+    def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
         """B07, minimal: every variable accepted and stored."""
         results = []
         for item in set_variable_data:
             comp, var = item["component"], item["variable"]
             self._station.set_config(var["name"], str(item["attribute_value"]))
-            results.append({"attributeStatus": "Accepted", "component": _camel(comp),
-                            "variable": _camel(var)})
+            results.append(
+                {"attributeStatus": "Accepted", "component": _camel(comp), "variable": _camel(var)}
+            )
         return {"setVariableResult": results}
 
     @handler("Reset")
@@ -309,8 +419,9 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
         return call_result.Reset(status="Accepted")
 
     @handler("TriggerMessage")
-    def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
-                           **_: Any) -> call_result.TriggerMessage:
+    def on_trigger_message(
+        self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
         """F06: BootNotification, Heartbeat, StatusNotification, MeterValues."""
         status = self._station.trigger(requested_message, evse["id"] if evse else None)
         return call_result.TriggerMessage(status=status)

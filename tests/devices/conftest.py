@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import websockets
 from ocpp.routing import on
-from ocpp.v16 import ChargePoint as CP16
+from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as r16
-from ocpp.v201 import ChargePoint as CP201
+from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call_result as r201
 from websockets.exceptions import ConnectionClosed
 
@@ -39,13 +39,14 @@ class _Recorder:
     def of(self, action: str) -> list[dict[str, Any]]:
         return [p for a, p in self.received if a == action]
 
-    async def raw(self, frame: str, timeout: float = 5.0) -> Any:
+    async def raw(self, frame: str) -> Any:
         """Send a raw frame and return the next CALLRESULT/CALLERROR the peer receives."""
         await self._connection.send(frame)  # type: ignore[attr-defined]
-        return await asyncio.wait_for(self._response_queue.get(), timeout)  # type: ignore[attr-defined]
+        queue = self._response_queue  # type: ignore[attr-defined]
+        return await asyncio.wait_for(queue.get(), 5.0)
 
 
-class Peer201(_Recorder, CP201):
+class Peer201(_Recorder, ChargePoint201):
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         self._init_recorder()
@@ -82,7 +83,7 @@ class Peer201(_Recorder, CP201):
         return r201.MeterValues()
 
 
-class Peer16(_Recorder, CP16):
+class Peer16(_Recorder, ChargePoint16):
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         self._init_recorder()
@@ -137,8 +138,12 @@ class MiniCsms:
 
     async def start(self, port: int = 0) -> None:
         self.server = await websockets.serve(
-            self._handler, "127.0.0.1", port, subprotocols=["ocpp2.0.1", "ocpp1.6"],
-            compression=None, ping_interval=None,
+            self._handler,
+            "127.0.0.1",
+            port,
+            subprotocols=["ocpp2.0.1", "ocpp1.6"],
+            compression=None,
+            ping_interval=None,
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
