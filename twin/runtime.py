@@ -304,8 +304,9 @@ class LockStepRuntime:
         for i, spec in enumerate(self._specs):
             self._stations[spec.station_id] = ChargingStation(
                 spec, url, on_event=sink, perf_counter=time.perf_counter,
-                record_frames=run.record_frames, seed=int(np.random.default_rng(
-                    [run.seed, i]).integers(2**31)),
+                record_frames=run.record_frames,
+                seed=int(np.random.default_rng([run.seed, i]).integers(2**31)),
+                response_timeout_s=run.ocpp_response_timeout_s,
             )
         self._endpoints = [self._csms, *self._stations.values()]
         import_kw = np.zeros(steps)
