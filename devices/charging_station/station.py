@@ -132,6 +132,8 @@ class ChargingStation:
         self.heartbeat_interval_s = spec.heartbeat_interval_s
 
         self._now: datetime | None = None
+        self._now_iso_for: datetime | None = None
+        self._now_iso = ""
         self._ws: Any = None
         self._cp: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -172,6 +174,16 @@ class ChargingStation:
     def now(self) -> datetime | None:
         """The latest time given to the station."""
         return self._now
+
+    @property
+    def now_iso(self) -> str:
+        """The latest time given, as OCPP dateTime text (cached per time)."""
+        now = self._now
+        assert now is not None
+        if now is not self._now_iso_for:
+            self._now_iso_for = now
+            self._now_iso = iso(now)
+        return self._now_iso
 
     async def connect(self, now: datetime) -> None:
         """Connect to the CSMS and boot; awaits the replies.
@@ -538,15 +550,21 @@ class ChargingStation:
         return "Accepted"
 
     def set_config(self, key: str, value: str) -> None:
-        """Store a configuration value / device-model variable; applies the known ones."""
-        self.config[key] = value
+        """Store a configuration value / device-model variable; applies the known ones.
+
+        Raises:
+            RpcError: PropertyConstraintViolation for a known key with a bad value (nothing
+                is stored then).
+        """
         try:
-            if key in ("HeartbeatInterval",):
+            if key == "HeartbeatInterval":
                 self.heartbeat_interval_s = int(value)
             elif key in ("MeterValueSampleInterval", "TxUpdatedInterval"):
                 self.meter_interval_s = max(1, int(value))
+                key = "MeterValueSampleInterval"
         except ValueError as e:
             raise RpcError("PropertyConstraintViolation", f"{key}: {value!r}") from e
+        self.config[key] = value
 
     # ================================================================= internals
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
@@ -948,7 +966,11 @@ class ChargingStation:
             if self._record_frames:
                 self._frame("out", frame)
             await self._ws.send(frame)
-            reply = await asyncio.wait_for(fut, self._response_timeout)
+            timer = loop.call_later(self._response_timeout, _expire, fut)
+            try:
+                reply = await fut
+            finally:
+                timer.cancel()
         except (ConnectionClosed, ConnectionError, OSError):
             self._pending = None
             self._set_offline("connection lost during a call")
@@ -1034,6 +1056,11 @@ class ChargingStation:
             todo, self._deferred = self._deferred, []
             for fn in todo:
                 self._spawn(fn())
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def evse_specs(*specs: EvseSpec) -> tuple[EvseSpec, ...]:

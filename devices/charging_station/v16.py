@@ -17,7 +17,7 @@ from ocpp.v16 import call_result
 
 from devices.charging_station.dialect import Dialect, iso, make_profile
 from devices.charging_station.profiles import ChargingProfilePurpose
-from devices.charging_station.rpc import StationLinkMixin, handler
+from devices.charging_station.rpc import RpcError, StationLinkMixin, handler
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -100,7 +100,7 @@ class V16Dialect(Dialect):
             "connectorId": ev.spec.evse_id,
             "errorCode": "NoError",
             "status": ev.status,
-            "timestamp": iso(self.st.now),
+            "timestamp": self.st.now_iso,
         }
 
     def authorize_payload(self, sess: Session) -> dict[str, Any]:
@@ -129,7 +129,7 @@ class V16Dialect(Dialect):
             "connectorId": ev.spec.evse_id,
             "idTag": sess.id_token,
             "meterStart": round(ev.register_wh),
-            "timestamp": iso(st.now),
+            "timestamp": st.now_iso,
         }
 
         def on_reply(reply: dict[str, Any]) -> None:
@@ -160,7 +160,7 @@ class V16Dialect(Dialect):
         plugged = ev.session is sess and reason != "EVDisconnected"
         st._finish_transaction(ev, sess, reason)
         meter_stop = round(ev.register_wh)
-        ts = iso(st.now)
+        ts = st.now_iso
 
         def build() -> dict[str, Any] | None:
             if sess.transaction_id is None:
@@ -182,7 +182,7 @@ class V16Dialect(Dialect):
         """MeterValues.req (§4.7), with the transactionId during a transaction."""
         st = self.st
         assert st.now is not None
-        mv = [{"timestamp": iso(st.now), "sampledValue": sampled_values_16(ev, sess, context)}]
+        mv = [{"timestamp": st.now_iso, "sampledValue": sampled_values_16(ev, sess, context)}]
         if sess is not None and sess.tx_active:
 
             def build() -> dict[str, Any]:
@@ -317,8 +317,11 @@ class StationChargePoint16(StationLinkMixin, _ChargePoint16):  # type: ignore[mi
     def on_change_configuration(
         self, key: str, value: str, **_: Any
     ) -> call_result.ChangeConfiguration:
-        """§5.3, minimal: every key accepted and stored."""
-        self._station.set_config(key, value)
+        """§5.3, minimal: every key stored; a bad value for a known key is Rejected."""
+        try:
+            self._station.set_config(key, value)
+        except RpcError:
+            return call_result.ChangeConfiguration(status="Rejected")
         return call_result.ChangeConfiguration(status="Accepted")
 
     @handler("GetConfiguration")

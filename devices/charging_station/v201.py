@@ -16,7 +16,7 @@ from ocpp.v201 import call_result
 
 from devices.charging_station.dialect import Dialect, iso, make_profile
 from devices.charging_station.profiles import ChargingProfilePurpose
-from devices.charging_station.rpc import StationLinkMixin, handler
+from devices.charging_station.rpc import RpcError, StationLinkMixin, handler
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -100,7 +100,7 @@ class V201Dialect(Dialect):
         """StatusNotificationRequest (G01)."""
         assert self.st.now is not None
         return {
-            "timestamp": iso(self.st.now),
+            "timestamp": self.st.now_iso,
             "connectorStatus": ev.status,
             "evseId": ev.spec.evse_id,
             "connectorId": 1,
@@ -130,7 +130,7 @@ class V201Dialect(Dialect):
         assert st.now is not None
         msg: dict[str, Any] = {
             "eventType": event_type,
-            "timestamp": iso(st.now),
+            "timestamp": st.now_iso,
             "triggerReason": trigger,
             "seqNo": sess.seq_no,
             "transactionInfo": info,
@@ -215,17 +215,24 @@ class V201Dialect(Dialect):
         await st._wait([st._enqueue("TransactionEvent", msg, tx=True, wait=True)])
 
     def meter_values(self, ev: Evse, sess: Session | None, context: str) -> None:
-        """TransactionEvent Updated (in a transaction) or MeterValues (J02/F06)."""
+        """Queue sampled values (J02).
+
+        Periodic samples of a transaction go in TransactionEvent Updated (E02); samples
+        outside one, or requested by TriggerMessage (F06), in MeterValuesRequest.
+        """
         st = self.st
         assert st.now is not None
         sv = sampled_values(st, ev, sess, context)
-        if sess is not None and sess.tx_active:
+        if sess is not None and sess.tx_active and context == "Sample.Periodic":
             assert sess.transaction_id is not None
-            trigger = "MeterValuePeriodic" if context == "Sample.Periodic" else "Trigger"
             st._enqueue(
                 "TransactionEvent",
                 self._tx_event(
-                    sess, "Updated", trigger, {"transactionId": sess.transaction_id}, sv
+                    sess,
+                    "Updated",
+                    "MeterValuePeriodic",
+                    {"transactionId": sess.transaction_id},
+                    sv,
                 ),
                 tx=True,
             )
@@ -234,7 +241,7 @@ class V201Dialect(Dialect):
                 "MeterValues",
                 {
                     "evseId": ev.spec.evse_id,
-                    "meterValue": [{"timestamp": iso(st.now), "sampledValue": sv}],
+                    "meterValue": [{"timestamp": st.now_iso, "sampledValue": sv}],
                 },
             )
 
@@ -403,13 +410,17 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
 
     @handler("SetVariables")
     def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
-        """B07, minimal: every variable accepted and stored."""
+        """B07, minimal: every variable stored; a bad known value is Rejected."""
         results = []
         for item in set_variable_data:
             comp, var = item["component"], item["variable"]
-            self._station.set_config(var["name"], str(item["attribute_value"]))
+            try:
+                self._station.set_config(var["name"], str(item["attribute_value"]))
+                status = "Accepted"
+            except RpcError:
+                status = "Rejected"
             results.append(
-                {"attributeStatus": "Accepted", "component": _camel(comp), "variable": _camel(var)}
+                {"attributeStatus": status, "component": _camel(comp), "variable": _camel(var)}
             )
         return {"setVariableResult": results}
 

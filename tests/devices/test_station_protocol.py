@@ -456,13 +456,131 @@ async def test_remote_start_then_plug_in_and_trigger(csms: MiniCsms, version: st
         res = await peer.call(c16.TriggerMessage(requested_message="MeterValues", connector_id=2))
     assert res.status == "Accepted"
     await cs.drain()
-    if version == "2.0.1":
-        assert peer.of("TransactionEvent")[-1]["trigger_reason"] == "Trigger"
-    else:
-        assert (
-            peer.of("MeterValues")[-1]["meter_value"][0]["sampled_value"][0]["context"] == "Trigger"
-        )
+    mv = peer.of("MeterValues")[-1]
+    assert mv["evse_id" if version == "2.0.1" else "connector_id"] == 2
+    assert mv["meter_value"][0]["sampled_value"][0]["context"] == "Trigger"
     await cs.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_configuration_reset_and_triggers(csms: MiniCsms, version: str) -> None:
+    cs, _events = make_station(csms, version)
+    await cs.connect(T0)
+    peer = csms.peers["CS1"]
+    if version == "2.0.1":
+        comp = {"name": "OCPPCommCtrlr"}
+        res = await peer.call(
+            c201.SetVariables(
+                set_variable_data=[
+                    {
+                        "component": comp,
+                        "variable": {"name": "HeartbeatInterval"},
+                        "attributeValue": "120",
+                    },
+                    {
+                        "component": comp,
+                        "variable": {"name": "HeartbeatInterval"},
+                        "attributeValue": "soon",
+                    },
+                ]
+            )
+        )
+        assert [r["attribute_status"] for r in res.set_variable_result] == ["Accepted", "Rejected"]
+        res = await peer.call(
+            c201.GetVariables(
+                get_variable_data=[
+                    {"component": comp, "variable": {"name": "HeartbeatInterval"}},
+                    {"component": {"name": "X"}, "variable": {"name": "Nope"}},
+                ]
+            )
+        )
+        got = res.get_variable_result
+        assert got[0]["attribute_value"] == "120" and got[0]["component"] == comp
+        assert got[1]["attribute_status"] == "UnknownVariable"
+        res = await peer.call(c201.Reset(type="Immediate"))
+        assert res.status == "Accepted"
+        triggers = ["BootNotification", "Heartbeat", "StatusNotification", "LogStatusNotification"]
+        statuses = [
+            (await peer.call(c201.TriggerMessage(requested_message=m))).status for m in triggers
+        ]
+    else:
+        res = await peer.call(c16.ChangeConfiguration(key="HeartbeatInterval", value="120"))
+        assert res.status == "Accepted"
+        res = await peer.call(c16.ChangeConfiguration(key="HeartbeatInterval", value="soon"))
+        assert res.status == "Rejected"
+        res = await peer.call(c16.GetConfiguration(key=["HeartbeatInterval", "Nope"]))
+        assert res.configuration_key == [
+            {"key": "HeartbeatInterval", "readonly": False, "value": "120"}
+        ]
+        assert res.unknown_key == ["Nope"]
+        res = await peer.call(c16.Reset(type="Soft"))
+        assert res.status == "Accepted"
+        triggers = [
+            "BootNotification",
+            "Heartbeat",
+            "StatusNotification",
+            "DiagnosticsStatusNotification",
+        ]
+        statuses = [
+            (await peer.call(c16.TriggerMessage(requested_message=m))).status for m in triggers
+        ]
+    assert statuses == ["Accepted", "Accepted", "Accepted", "NotImplemented"]
+    await cs.drain()
+    assert cs.heartbeat_interval_s == 300  # the triggered BootNotification's interval
+    assert [a for a, _ in peer.received][-4:] == [
+        "BootNotification",
+        "Heartbeat",
+        "StatusNotification",
+        "StatusNotification",
+    ]
+    await run_to(cs, at(301))
+    assert peer.received[-1][0] == "Heartbeat"
+    await cs.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_plug_in_while_offline_then_reconnect(csms: MiniCsms, version: str) -> None:
+    """Local authorization offline; the queued transaction messages get through later."""
+    events = Events()
+    spec = StationSpec(
+        "DC1",
+        version,
+        (EvseSpec(1, "DC", 50.0),),  # type: ignore[arg-type]
+        fail_safe_current_a=50.0,
+    )
+    cs = ChargingStation(spec, csms.url, on_event=events)
+    await cs.connect(T0)
+    port = csms.port
+    await csms.stop()
+    await run_to(cs, at(1))
+    assert not cs.online
+    await cs.plug_in(1, CAR, VehicleState(0.5, 0.9), "TAG", at(10))
+    for k in range(1, 4):
+        await run_to(cs, at(10 + 60 * k))
+    r = cs.evse_state(1)
+    assert r.power_kw == pytest.approx(50 * 400 / 1000)  # fail-safe 50 A at 400 V DC
+    csms2 = MiniCsms()
+    await csms2.start(port)
+    try:
+        await run_to(cs, at(250))
+        assert cs.online
+        peer = csms2.peers["DC1"]
+        if version == "2.0.1":
+            evs = peer.of("TransactionEvent")
+            assert evs[0]["event_type"] == "Started" and evs[0]["offline"] is True
+            assert [e["seq_no"] for e in evs] == list(range(len(evs)))
+            samples = evs[-1]["meter_value"][0]["sampled_value"]
+        else:
+            assert peer.of("StartTransaction")[0]["meter_start"] == 0
+            assert all(m["transaction_id"] == 101 for m in peer.of("MeterValues"))
+            assert cs.evse_state(1).transaction_id == "101"
+            samples = peer.of("MeterValues")[-1]["meter_value"][0]["sampled_value"]
+        soc = [s for s in samples if s["measurand"] == "SoC"]
+        assert soc and float(soc[0]["value"]) > 50.0
+        assert not peer.of("Authorize")
+        await cs.close()
+    finally:
+        await csms2.stop()
 
 
 async def test_frames_are_recorded_and_deterministic(csms: MiniCsms) -> None:
