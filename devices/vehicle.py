@@ -46,6 +46,8 @@ ChargeKind = Literal["AC", "DC"]
 
 #: Accepted power at soc 1.0 as a fraction of the maximum (end of the CV stage).
 TAPER_FLOOR_FRACTION = 0.05
+#: Steps shorter than this (s) carry no energy (guards sub-nanosecond float noise).
+MIN_STEP_S = 1e-9
 #: Phase-to-neutral voltage of a European low-voltage supply.
 DEFAULT_PHASE_VOLTAGE_V = 230.0
 
@@ -151,7 +153,7 @@ def charge(
         state: its state at the start of the step.
         offered_power_kw: power the station offers at the meter, kW; values <= 0 give no
             energy (discharge is not modelled).
-        dt_s: step length, seconds (<= 0 gives no energy).
+        dt_s: step length, seconds (below ``MIN_STEP_S`` gives no energy).
         kind: "AC" or "DC" (selects the vehicle's maximum power).
 
     Returns:
@@ -164,7 +166,7 @@ def charge(
     soc0 = state.soc
     end = min(state.target_soc, 1.0)
     p_max = spec.max_power_kw(kind)
-    if offered_power_kw <= 0.0 or dt_s <= 0.0 or soc0 >= end or p_max <= 0.0:
+    if offered_power_kw <= 0.0 or dt_s < MIN_STEP_S or soc0 >= end or p_max <= 0.0:
         return state, 0.0
 
     cap = spec.battery_capacity_kwh
@@ -173,10 +175,13 @@ def charge(
     k = (1.0 - TAPER_FLOOR_FRACTION) / (1.0 - knee)
 
     # Stage 1: constant power p1 until the taper falls below the offer (or the target).
+    # Energy is accumulated from power x time (not from a soc difference) to stay exact
+    # for tiny steps.
     p1 = min(offered_power_kw, p_max)
     s_cross = knee if p1 >= p_max else knee + (1.0 - p1 / p_max) / k
     soc = soc0
     remaining = dt_s
+    metered_kwh = 0.0
     if soc < s_cross:
         rate1 = eta * p1 / (3600.0 * cap)  # soc per second
         if rate1 <= 0.0:  # an offer too small to represent
@@ -184,9 +189,11 @@ def charge(
         s_end1 = min(s_cross, end)
         t1 = (s_end1 - soc) / rate1
         if t1 >= remaining:
+            metered_kwh = p1 * remaining / 3600.0
             soc = min(soc + rate1 * remaining, s_end1)
             remaining = 0.0
         else:
+            metered_kwh = p1 * t1 / 3600.0
             soc = s_end1
             remaining -= t1
 
@@ -197,15 +204,14 @@ def charge(
         g_end = 1.0 - k * (end - knee)
         t2 = math.log(g_s / g_end) / (k * r)
         if t2 > remaining:
-            g_new = g_s * math.exp(-k * r * remaining)
-            soc = min(knee + (1.0 - g_new) / k, end)
+            dsoc = min(g_s * -math.expm1(-k * r * remaining) / k, end - soc)
         else:
-            soc = end
+            dsoc = end - soc
+        metered_kwh += dsoc * cap / eta
+        soc = min(soc + dsoc, end)
 
-    battery_kwh = (soc - soc0) * cap
-    if battery_kwh <= 0.0:
+    if metered_kwh <= 0.0:
         return state, 0.0
-    metered_kwh = battery_kwh / eta
     new_state = VehicleState(
         soc=soc,
         target_soc=state.target_soc,

@@ -6,7 +6,7 @@ connector per EVSE (1.6: connector id == EVSE id). No I/O, no clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -174,7 +174,6 @@ class Evse:
     last_energy_kwh: float = 0.0  # energy of the last physics sub-step
     last_offered_kw: float = 0.0
     pending_remote: tuple[str, str, int | None, object | None] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def phase_map(rotation: str) -> tuple[int, int, int]:

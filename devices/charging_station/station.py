@@ -37,7 +37,6 @@ from devices.charging_station.dialect import Dialect, iso
 from devices.charging_station.evse import (
     Evse,
     EvseReading,
-    EvseSpec,
     Session,
     StationSpec,
     phase_map,
@@ -150,6 +149,7 @@ class ChargingStation:
         self._pending: tuple[str, str, asyncio.Future[list[Any]]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers = 0
+        self._handlers_done: asyncio.Future[None] | None = None
         self._deferred: list[Callable[[], Awaitable[Any]]] = []
         self._msg_counter = 0
         self._tx_counter = 0
@@ -395,8 +395,13 @@ class ChargingStation:
             if self._online and self._outbox and self._sender is None:
                 self._start_sender()
                 continue
-            if self._handlers or self._pending is not None or (self._online and self._outbox):
-                await asyncio.sleep(0)
+            if self._handlers:
+                if self._handlers_done is None:
+                    self._handlers_done = asyncio.get_running_loop().create_future()
+                await self._handlers_done
+                continue
+            if self._pending is not None or (self._online and self._outbox):
+                await asyncio.sleep(0)  # a yield to the loop, not a wait on time
                 continue
             return
 
@@ -1056,13 +1061,12 @@ class ChargingStation:
             todo, self._deferred = self._deferred, []
             for fn in todo:
                 self._spawn(fn())
+        if not self._handlers and self._handlers_done is not None:
+            if not self._handlers_done.done():
+                self._handlers_done.set_result(None)
+            self._handlers_done = None
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
-
-
-def evse_specs(*specs: EvseSpec) -> tuple[EvseSpec, ...]:
-    """Convenience: a tuple of EVSE specs (for StationSpec)."""
-    return specs

@@ -9,6 +9,7 @@ is used outside a transaction (TriggerMessage).
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from ocpp.v201 import ChargePoint as _ChargePoint201
@@ -180,8 +181,6 @@ class V201Dialect(Dialect):
     def _transaction_id(self, n: int) -> str:
         tx = f"{self.st.station_id}-{n}"
         if len(tx) > 36:  # identifierString[36]
-            import uuid
-
             tx = str(uuid.uuid5(uuid.NAMESPACE_URL, tx))
         return tx
 

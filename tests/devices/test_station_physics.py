@@ -103,3 +103,14 @@ async def test_plug_out_ends_session() -> None:
     r = cs.evse_state(1)
     assert r.soc is None and r.transaction_id is None and r.connector_status == "Available"
     assert r.energy_register_kwh == pytest.approx(25.0 + 50.0 / 60.0)
+
+
+async def test_vehicle_at_target_is_suspended_ev() -> None:
+    cs = station(EvseSpec(1, "DC", 50.0), fail_safe_a=125.0)
+    await cs.plug_in(1, CAR_3PH, VehicleState(0.5, 0.51), "A", T0)
+    await cs.advance(T0 + timedelta(minutes=1))
+    assert cs.evse_state(1).charging_state == "Charging"
+    await cs.advance(T0 + timedelta(minutes=2))
+    r = cs.evse_state(1)
+    assert r.charging_state == "SuspendedEV" and r.power_kw == 0.0
+    assert r.soc == pytest.approx(0.51)

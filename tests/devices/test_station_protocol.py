@@ -435,17 +435,43 @@ async def test_remote_start_then_plug_in_and_trigger(csms: MiniCsms, version: st
     cs, _events = make_station(csms, version)
     await cs.connect(T0)
     peer = csms.peers["CS1"]
+    sched = {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}
     if version == "2.0.1":
+        prof = {
+            "id": 9,
+            "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": [{"id": 1, **sched}],
+        }
         res = await peer.call(
             c201.RequestStartTransaction(
-                id_token={"idToken": "APP", "type": "Central"}, remote_start_id=7, evse_id=2
+                id_token={"idToken": "APP", "type": "Central"},
+                remote_start_id=7,
+                evse_id=2,
+                charging_profile=prof,
             )
         )
     else:
-        res = await peer.call(c16.RemoteStartTransaction(id_tag="APP", connector_id=2))
+        prof = {
+            "chargingProfileId": 9,
+            "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": sched,
+        }
+        res = await peer.call(
+            c16.RemoteStartTransaction(id_tag="APP", connector_id=2, charging_profile=prof)
+        )
     assert res.status == "Accepted"
     await cs.plug_in(2, CAR, VehicleState(0.3, 0.9), "IGNORED", at(0))
     assert not peer.of("Authorize")
+    # the TxProfile of the remote start belongs to the new transaction
+    assert [(e, p.id, p.transaction_id) for e, p in cs.profiles.profiles] == [
+        (2, 9, cs.evse_state(2).transaction_id)
+    ]
+    await run_to(cs, at(60))
+    assert cs.evse_state(2).power_kw == pytest.approx(10 * 690 / 1000)
     if version == "2.0.1":
         started = peer.of("TransactionEvent")[0]
         assert started["trigger_reason"] == "RemoteStart"
