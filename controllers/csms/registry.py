@@ -1,0 +1,207 @@
+"""What the CSMS knows about stations, EVSEs and transactions (plain data, no I/O).
+
+Updated by the OCPP handlers with the CSMS's injected ``now``; read by the DLM input
+builder. OCPP 1.6 connector ids are EVSE ids here (1.6 has one connector per "EVSE").
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from controllers.csms.meter import MeterReading
+
+_ACTIVE_PHASE_MIN_A = 1.0
+_ACTIVE_PHASE_SHARE = 0.25
+_PHASE_DETECT_MIN_A = 2.0
+
+
+@dataclass
+class TransactionRecord:
+    """One charging session.
+
+    Attributes:
+        station_id: the station.
+        transaction_id: 2.0.1 transactionId; 1.6 the integer we assigned, as text.
+        evse_id: EVSE (1.6: connector) id.
+        id_token: the driver's id token / id tag, when known.
+        started_at / stopped_at: CSMS time of start and end.
+        meter_start_wh / meter_stop_wh: energy register at start / stop [Wh].
+        energy_wh: latest energy register [Wh]; power_w latest power [W].
+        current_a: latest current per EVSE phase [A] (key 0: without phase).
+        soc: latest state of charge (0..1).
+        measured_at: time of the latest meter value (min of its timestamp and CSMS now).
+        phases_used: 2.0.1 ``numberOfPhasesUsed``.
+        active_phases: EVSE phases seen carrying current (learned from meter values).
+        cable_max_current_a: 2.0.1 ``cableMaxCurrent`` [A].
+        charging_state: 2.0.1 chargingState (Charging, SuspendedEV ...).
+        stopped_reason: why it ended.
+    """
+
+    station_id: str
+    transaction_id: str
+    evse_id: int
+    started_at: datetime
+    id_token: str | None = None
+    connector_id: int | None = None
+    stopped_at: datetime | None = None
+    meter_start_wh: float | None = None
+    meter_stop_wh: float | None = None
+    energy_wh: float | None = None
+    power_w: float | None = None
+    current_a: dict[int, float] = field(default_factory=dict)
+    soc: float | None = None
+    measured_at: datetime | None = None
+    phases_used: int | None = None
+    active_phases: tuple[int, ...] | None = None
+    cable_max_current_a: float | None = None
+    charging_state: str | None = None
+    stopped_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """True until the transaction ended."""
+        return self.stopped_at is None
+
+    @property
+    def energy_delivered_wh(self) -> float:
+        """Energy since the start [Wh], 0 when unknown."""
+        if self.energy_wh is None or self.meter_start_wh is None:
+            return 0.0
+        return max(self.energy_wh - self.meter_start_wh, 0.0)
+
+    def apply(self, reading: MeterReading, now: datetime) -> None:
+        """Take the values of a meter reading; its time is capped at ``now``."""
+        if reading.energy_wh is not None:
+            self.energy_wh = reading.energy_wh
+            if self.meter_start_wh is None:
+                self.meter_start_wh = reading.energy_wh
+        if reading.power_w is not None:
+            self.power_w = reading.power_w
+        if reading.current_a:
+            self.current_a.update(reading.current_a)
+            phased = {p: i for p, i in reading.current_a.items() if p > 0}
+            top = max(phased.values(), default=0.0)
+            if top >= _PHASE_DETECT_MIN_A:
+                floor = max(_ACTIVE_PHASE_MIN_A, _ACTIVE_PHASE_SHARE * top)
+                self.active_phases = tuple(sorted(p for p, i in phased.items() if i >= floor))
+        if reading.soc is not None:
+            self.soc = reading.soc
+        ts = reading.timestamp
+        self.measured_at = now if ts is None or ts > now else ts
+
+
+@dataclass
+class EvseRecord:
+    """One EVSE as reported by its station.
+
+    Attributes:
+        evse_id: EVSE id.
+        connector_status: last StatusNotification status per connector id.
+        status_at: time of that status.
+        ev_max_current_a / ev_min_current_a / ev_max_power_w: vehicle limits from
+            NotifyEVChargingNeeds (ISO 15118, OCPP 2.0.1 K15) [A per phase, W].
+        ev_energy_wh / ev_departure: requested energy [Wh] and departure time.
+        ev_transfer_mode: ``AC_single_phase``, ``AC_three_phase``, ``DC`` ...
+    """
+
+    evse_id: int
+    connector_status: dict[int, str] = field(default_factory=dict)
+    status_at: datetime | None = None
+    ev_max_current_a: float | None = None
+    ev_min_current_a: float | None = None
+    ev_max_power_w: float | None = None
+    ev_energy_wh: float | None = None
+    ev_departure: datetime | None = None
+    ev_transfer_mode: str | None = None
+
+    def clear_ev(self) -> None:
+        """Forget the vehicle's charging needs (the session ended)."""
+        self.ev_max_current_a = self.ev_min_current_a = self.ev_max_power_w = None
+        self.ev_energy_wh = None
+        self.ev_departure = None
+        self.ev_transfer_mode = None
+
+
+@dataclass
+class StationRecord:
+    """One charging station.
+
+    Attributes:
+        station_id: identity from the URL path.
+        ocpp_version: ``"2.0.1"`` or ``"1.6"`` (negotiated subprotocol).
+        vendor / model / firmware / serial: from BootNotification.
+        connected: WebSocket open now.
+        last_seen: CSMS time of the last frame received.
+        booted_at: CSMS time of the last BootNotification.
+        default_profile_status: answer to the TxDefaultProfile sent after boot.
+        evses: per EVSE id (0 = the station itself in 1.6 StatusNotification).
+    """
+
+    station_id: str
+    ocpp_version: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    connected: bool = False
+    last_seen: datetime | None = None
+    connected_at: datetime | None = None
+    booted_at: datetime | None = None
+    default_profile_status: str | None = None
+    evses: dict[int, EvseRecord] = field(default_factory=dict)
+
+    def evse(self, evse_id: int) -> EvseRecord:
+        """The EVSE record, created on first mention."""
+        record = self.evses.get(evse_id)
+        if record is None:
+            record = self.evses[evse_id] = EvseRecord(evse_id)
+        return record
+
+
+class Registry:
+    """Stations and transactions, keyed by station id and (station id, transaction id)."""
+
+    def __init__(self) -> None:
+        self.stations: dict[str, StationRecord] = {}
+        self.transactions: dict[tuple[str, str], TransactionRecord] = {}
+
+    def station(self, station_id: str) -> StationRecord:
+        """The station record, created on first mention."""
+        record = self.stations.get(station_id)
+        if record is None:
+            record = self.stations[station_id] = StationRecord(station_id)
+        return record
+
+    def transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
+        """A transaction by id, active or not."""
+        return self.transactions.get((station_id, transaction_id))
+
+    def open_transaction(
+        self, station_id: str, transaction_id: str, evse_id: int, now: datetime
+    ) -> tuple[TransactionRecord, bool]:
+        """Get or create a transaction; returns (record, created).
+
+        A new transaction on an EVSE ends any other still open there (a lost Ended).
+        """
+        existing = self.transactions.get((station_id, transaction_id))
+        if existing is not None:
+            return existing, False
+        for other in self.active_transactions():
+            if other.station_id == station_id and other.evse_id == evse_id:
+                other.stopped_at = now
+                other.stopped_reason = "Superseded"
+        record = TransactionRecord(station_id, transaction_id, evse_id, started_at=now)
+        self.transactions[(station_id, transaction_id)] = record
+        self.station(station_id).evse(evse_id)
+        return record, True
+
+    def active_transactions(self) -> list[TransactionRecord]:
+        """Open transactions sorted by (station id, EVSE id)."""
+        active = [t for t in self.transactions.values() if t.active]
+        return sorted(active, key=lambda t: (t.station_id, t.evse_id, t.transaction_id))
+
+    def active_transaction_on(self, station_id: str, evse_id: int) -> TransactionRecord | None:
+        """The open transaction on an EVSE, if any."""
+        for t in self.active_transactions():
+            if t.station_id == station_id and t.evse_id == evse_id:
+                return t
+        return None

@@ -1,0 +1,692 @@
+"""The CSMS: OCPP 2.0.1 / 1.6 server with dynamic load management.
+
+``Csms`` owns a websockets server (``ws://host:port/<station id>``, or any prefix path
+such as ``/ocpp/<station id>``), one :class:`~controllers.csms.station.StationLink` per
+connected station, the :class:`~controllers.csms.registry.Registry`, and the DLM loop:
+``step(now)`` builds the DLM input from the registry, allocates
+(:func:`controllers.dlm.allocate`) and sends a TxProfile to every EVSE whose set-point
+changed, concurrently for all stations, sequentially per station (one outstanding call
+per connection).
+
+Admission (OCPP-J, OCPP 2.0.1 Part 4 section 3 and Part 2 section A):
+
+- station id: last segment of the URL path; with ``known_stations`` configured an
+  unknown id gets HTTP 404;
+- HTTP Basic (security profile 1) for stations with a password: user = station id,
+  password checked against its scrypt hash; missing or wrong gives HTTP 401;
+- subprotocol ``ocpp2.0.1`` or ``ocpp1.6`` (2.0.1 preferred). A client offering none of
+  them completes the handshake without a ``Sec-WebSocket-Protocol`` header and is closed
+  at once (code 1002), as OCPP-J prescribes.
+
+Every refusal is logged (logger ``controllers.csms``) and emitted as
+``station.rejected``.
+
+EVSE layout: kind, rating and phase rotation come from ``CsmsConfig.evses`` (the
+operator's site configuration, which the twin runtime fills from the scenario); what
+the protocol reports narrows it: EVSE ids (StatusNotification, TransactionEvent), phases
+in use (``numberOfPhasesUsed``, per-phase Current.Import), cable and vehicle limits
+(``cableMaxCurrent``, NotifyEVChargingNeeds). An EVSE missing from the configuration is
+taken as AC, 3 phases, ``unknown_evse_max_current_a``, unknown rotation (a 1-phase
+vehicle is then reserved on every phase).
+
+Time is injected: handlers use the latest ``now`` given to :meth:`Csms.step` or
+:meth:`Csms.set_now`; nothing reads the wall clock (round-trip times use the injected
+``perf_counter`` when one is given).
+"""
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from controllers.csms.auth import hash_password, is_hashed, parse_basic_auth, verify_password
+from controllers.csms.config import CsmsConfig, EvseConfig
+from controllers.csms.profiles import RateUnit
+from controllers.csms.registry import Registry, TransactionRecord
+from controllers.csms.rpc import SUBPROTOCOLS, VERSION_OF_SUBPROTOCOL, station_id_from_path
+from controllers.csms.station import CommandError, Station16, Station201, StationLink
+from controllers.dlm import (
+    DlmResult,
+    EvseInput,
+    EvseKey,
+    SiteMeasurement,
+    allocate,
+    site_phases,
+)
+
+logger = logging.getLogger("controllers.csms")
+
+EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
+"""(time, source, kind, payload) -> None; source is ``csms`` or ``dlm``."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANGE_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class DriverInput:
+    """What a driver entered in the app for a session (see :meth:`Csms.set_driver_input`)."""
+
+    requested_energy_kwh: float | None
+    departure: datetime | None
+    priority: int = 0
+
+
+def _require_utc(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ValueError("times must be timezone-aware (UTC)")
+    return now
+
+
+class Csms:
+    """OCPP server (2.0.1 and 1.6) with dynamic load management.
+
+    Args:
+        config: site, DLM, admission and EVSE layout.
+        on_event: receives ``(now, source, kind, payload)`` events: ``station.connected``
+            / ``station.rejected`` / ``station.disconnected`` / ``station.booted`` /
+            ``station.default_profile``, ``transaction.started`` / ``transaction.ended``,
+            ``dlm.setpoint`` (only on change) / ``dlm.setpoint_failed``,
+            ``ocpp.callerror`` (sent or received), ``ocpp.frame`` (with
+            ``record_frames``).
+        perf_counter: clock for round-trip times [s] (e.g. ``time.perf_counter``);
+            without one no RTT is measured.
+
+    Attributes:
+        config: the configuration.
+        registry: stations, EVSEs and transactions.
+        rtt_samples_s: round-trip time of every CSMS request answered [s].
+    """
+
+    def __init__(
+        self,
+        config: CsmsConfig,
+        *,
+        on_event: EventSink | None = None,
+        perf_counter: Callable[[], float] | None = None,
+    ) -> None:
+        hashes = {
+            sid: pw if is_hashed(pw) else hash_password(pw)
+            for sid, pw in sorted(config.station_passwords.items())
+        }
+        # keep only the hashes: plain passwords do not stay in memory here
+        self.config = config.model_copy(update={"station_passwords": hashes})
+        self.registry = Registry()
+        self.rtt_samples_s: list[float] = []
+        self._on_event = on_event
+        self._perf = perf_counter
+        self._now = _EPOCH
+        self._known = frozenset(config.known_stations)
+        self._password_hashes = hashes
+        self._evse_configs: dict[EvseKey, EvseConfig] = {
+            (sid, e.evse_id): e for sid, evses in config.evses.items() for e in evses
+        }
+        self._links: dict[str, StationLink] = {}
+        self._sockets: dict[str, ServerConnection] = {}
+        self._non_ev_kw: float | None = None
+        self._non_ev_at: datetime | None = None
+        self._external_kw: float | None = None
+        self._external_until: datetime | None = None
+        self._driver: dict[str, DriverInput] = {}
+        self._setpoints: dict[EvseKey, float] = {}
+        self._setpoint_since: dict[EvseKey, datetime] = {}
+        self._uncontrolled: set[EvseKey] = set()
+        self._sending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._station_tasks: dict[str, set[asyncio.Task[None]]] = {}
+        self._handlers = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._server: Server | None = None
+        self._last: DlmResult | None = None
+        self._tx_numbers = itertools.count(1)
+
+    # ================================================================ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start listening; returns the bound port (``port=0``: any free port)."""
+        self._server = await serve(
+            self._serve_station,
+            host,
+            port,
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=None,
+        )
+        bound = int(next(iter(self._server.sockets)).getsockname()[1])
+        logger.info("CSMS listening on ws://%s:%d/<station id>", host, bound)
+        return bound
+
+    async def stop(self) -> None:
+        """Close every connection and the server; cancel outstanding tasks."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def busy(self) -> bool:
+        """True while a handler runs or a CSMS request / spawned task is in flight."""
+        return self._handlers > 0 or bool(self._tasks)
+
+    async def drain(self) -> None:
+        """Return when no request of the CSMS awaits a reply, no task and no handler runs."""
+        while self.busy:
+            await self._idle.wait()
+
+    # ================================================================== inputs
+
+    @property
+    def now(self) -> datetime:
+        """Latest injected time (UTC)."""
+        return self._now
+
+    def set_now(self, now: datetime) -> None:
+        """Set the time used by handlers of incoming messages (tz-aware UTC)."""
+        self._now = _require_utc(now)
+
+    def set_non_ev_load(self, power_kw: float, measured_at: datetime) -> None:
+        """Measured site load without the EVs [kW] (import positive) and its time."""
+        self._non_ev_kw = power_kw
+        self._non_ev_at = _require_utc(measured_at)
+
+    def set_external_limit(
+        self, power_kw: float | None, valid_until: datetime | None = None
+    ) -> None:
+        """An extra import limit [kW] (e.g. an OpenADR event) until ``valid_until``.
+
+        ``None`` removes it; after ``valid_until`` it no longer applies.
+        """
+        self._external_kw = power_kw
+        self._external_until = None if valid_until is None else _require_utc(valid_until)
+
+    def set_driver_input(
+        self,
+        id_token: str,
+        requested_energy_kwh: float | None,
+        departure: datetime | None,
+        priority: int = 0,
+    ) -> None:
+        """Driver app input for the transaction(s) with this id token, now or later.
+
+        Args:
+            id_token: the id token (1.6 id tag) of the session.
+            requested_energy_kwh: energy wanted [kWh], None if unknown.
+            departure: departure time (tz-aware UTC), None if unknown.
+            priority: higher is served first.
+        """
+        self._driver[id_token] = DriverInput(
+            requested_energy_kwh,
+            None if departure is None else _require_utc(departure),
+            priority,
+        )
+
+    # ===================================================================== DLM
+
+    async def step(self, now: datetime) -> None:
+        """Run the DLM at ``now`` and send the TxProfiles that changed.
+
+        Sends are started as tracked tasks (one per station, sequential within it) and
+        awaited by :meth:`drain`; a station still busy with the previous sends, or
+        offline, is skipped until the next step. An EVSE whose profile is not accepted
+        (Rejected, CALLERROR, timeout) counts as worst case until one is accepted.
+        """
+        self.set_now(now)
+        inputs = self._dlm_inputs(now)
+        result = allocate(
+            self.config.site, self._site_measurement(now), inputs, self.config.dlm, now
+        )
+        self._last = result
+        batches: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
+        for evse in inputs:
+            key = evse.key
+            station_id, evse_id = key
+            allocation = result.allocations[key]
+            old, new = evse.previous_setpoint, allocation.setpoint
+            changed = abs(new - old) > _CHANGE_EPS
+            tx = self.registry.active_transaction_on(station_id, evse_id)
+            if not (changed or key in self._uncontrolled) or evse_id <= 0 or tx is None:
+                continue
+            if station_id not in self._links or station_id in self._sending:
+                continue
+            if changed:
+                self.emit(
+                    "dlm",
+                    "dlm.setpoint",
+                    {
+                        "station": station_id,
+                        "evse": evse_id,
+                        "transaction": tx.transaction_id,
+                        "old": old,
+                        "new": new,
+                        "unit": allocation.unit,
+                        "reason": allocation.reason,
+                    },
+                )
+            self._setpoints[key] = new
+            self._setpoint_since[key] = now
+            self._uncontrolled.add(key)  # until the station accepts it
+            batches.setdefault(station_id, []).append(
+                (evse_id, tx.transaction_id, new, allocation.unit)
+            )
+        for station_id, batch in sorted(batches.items()):
+            self._sending.add(station_id)
+            self.spawn(station_id, self._send_batch(station_id, batch))
+
+    def setpoints(self) -> dict[tuple[str, int], float]:
+        """Set-point in force per (station, EVSE) with an open transaction.
+
+        Current per phase [A] for AC, power [W] for DC: the last TxProfile sent, or the
+        TxDefaultProfile limit when none was sent for this transaction yet.
+        """
+        return {e.key: e.previous_setpoint for e in self._dlm_inputs(self._now)}
+
+    def available_power_kw(self) -> float:
+        """Headroom for EVs at the last step [kW]: limit - non-EV load - margin (may be < 0)."""
+        return 0.0 if self._last is None else self._last.available_kw
+
+    @property
+    def last_result(self) -> DlmResult | None:
+        """The full DLM result of the last step."""
+        return self._last
+
+    def _site_measurement(self, now: datetime) -> SiteMeasurement:
+        external = self._external_kw
+        if self._external_until is not None and now > self._external_until:
+            external = None
+        return SiteMeasurement(self._non_ev_kw, self._non_ev_at, external)
+
+    def _evse_config(self, station_id: str, evse_id: int) -> EvseConfig | None:
+        return self._evse_configs.get((station_id, evse_id))
+
+    def _default_setpoint(self, kind: str, n_phases: int) -> float:
+        site, current = self.config.site, self.config.dlm.default_current_a
+        return current if kind == "AC" else current * n_phases * site.voltage_v
+
+    def _dlm_inputs(self, now: datetime) -> list[EvseInput]:
+        """One EvseInput per open transaction, sorted by (station, EVSE)."""
+        site, dlm = self.config.site, self.config.dlm
+        inputs: list[EvseInput] = []
+        seen: set[EvseKey] = set()
+        for tx in self.registry.active_transactions():
+            key = (tx.station_id, tx.evse_id)
+            if key in seen:
+                logger.warning("two open transactions on %s; using the first", key)
+                continue
+            seen.add(key)
+            inputs.append(self._evse_input(tx, key, site.phases, site.voltage_v, dlm.min_current_a))
+        return inputs
+
+    def _evse_input(
+        self, tx: TransactionRecord, key: EvseKey, site_n: int, voltage_v: float, min_a: float
+    ) -> EvseInput:
+        config = self._evse_config(*key)
+        evse = self.registry.station(tx.station_id).evse(tx.evse_id)
+        kind = config.kind if config else ("DC" if evse.ev_transfer_mode == "DC" else "AC")
+        rotation = config.phase_rotation if config else "Unknown"
+        evse_n = config.phases if config else 3
+        fallback_a = self.config.unknown_evse_max_current_a
+        driver = self._driver.get(tx.id_token) if tx.id_token else None
+        requested = (
+            driver.requested_energy_kwh
+            if driver
+            else (None if evse.ev_energy_wh is None else evse.ev_energy_wh / 1000.0)
+        )
+        departure = driver.departure if driver else evse.ev_departure
+        common: dict[str, Any] = {
+            "key": key,
+            "measured_power_w": tx.power_w,
+            "measured_at": tx.measured_at or tx.started_at,
+            "priority": driver.priority if driver else 0,
+            "requested_energy_kwh": requested,
+            "departure": departure,
+            "energy_delivered_kwh": tx.energy_delivered_wh / 1000.0,
+            "setpoint_since": self._setpoint_since.get(key, tx.started_at),
+            "controllable": tx.station_id in self._links
+            and tx.evse_id > 0
+            and key not in self._uncontrolled,
+        }
+        if kind == "DC":
+            phases = tuple(range(1, site_n + 1))
+            limits = [fallback_a * site_n * voltage_v]
+            if config and config.max_power_kw is not None:
+                limits = [config.max_power_kw * 1000.0]
+            if evse.ev_max_power_w is not None:
+                limits.append(evse.ev_max_power_w)
+            return EvseInput(
+                kind="DC",
+                phases=phases,
+                min_power_w=(config.min_power_kw if config else 1.0) * 1000.0,
+                max_power_w=min(limits),
+                previous_setpoint=self._setpoints.get(
+                    key, self._default_setpoint("DC", len(phases))
+                ),
+                **common,
+            )
+        all_evse_phases = tuple(range(1, evse_n + 1))
+        used = tx.active_phases
+        if used is None and tx.phases_used:
+            used = tuple(range(1, min(tx.phases_used, evse_n) + 1))
+        if used is None and evse.ev_transfer_mode == "AC_single_phase":
+            used = (1,)
+        used = tuple(p for p in used or all_evse_phases if p <= evse_n) or all_evse_phases
+        phases = site_phases(rotation, used, site_n)
+        max_limits = [config.ac_max_current_a(voltage_v) if config else fallback_a]
+        max_limits += [v for v in (tx.cable_max_current_a, evse.ev_max_current_a) if v is not None]
+        measured = None
+        phased = [i for p, i in tx.current_a.items() if p > 0 and p in used]
+        if phased or 0 in tx.current_a:
+            top = max(phased or [tx.current_a[0]])
+            measured = tuple(top for _ in phases)
+        return EvseInput(
+            kind="AC",
+            phases=phases,
+            min_current_a=max(min_a, evse.ev_min_current_a or 0.0),
+            max_current_a=min(max_limits),
+            measured_current_a=measured,
+            previous_setpoint=self._setpoints.get(key, self._default_setpoint("AC", len(phases))),
+            **common,
+        )
+
+    async def _send_batch(
+        self, station_id: str, batch: list[tuple[int, str, float, RateUnit]]
+    ) -> None:
+        try:
+            for evse_id, transaction_id, value, unit in batch:
+                link = self._links.get(station_id)
+                if link is None:
+                    return
+                try:
+                    status = await link.send_tx_profile(evse_id, transaction_id, value, unit)
+                except CommandError as exc:
+                    status = exc.code
+                if status == "Accepted":
+                    self._uncontrolled.discard((station_id, evse_id))
+                    continue
+                logger.warning(
+                    "station %s EVSE %d: TxProfile %.1f %s not applied: %s",
+                    station_id,
+                    evse_id,
+                    value,
+                    unit,
+                    status,
+                )
+                self.emit(
+                    "csms",
+                    "dlm.setpoint_failed",
+                    {"station": station_id, "evse": evse_id, "value": value, "status": status},
+                )
+        finally:
+            self._sending.discard(station_id)
+
+    # ========================================================== station host
+
+    def emit(self, source: str, kind: str, payload: dict[str, Any]) -> None:
+        """Send an event to the sink, stamped with the injected ``now``."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(self._now, source, kind, payload)
+        except Exception:
+            logger.exception("event sink failed on %s", kind)
+
+    def handler_started(self) -> None:
+        """Count a running handler (see :attr:`busy`)."""
+        self._handlers += 1
+        self._idle.clear()
+
+    def handler_finished(self) -> None:
+        """A handler finished."""
+        self._handlers -= 1
+        self._update_idle()
+
+    def spawn(self, station_id: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task tracked by :meth:`drain`, cancelled on disconnect."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        self._station_tasks.setdefault(station_id, set()).add(task)
+        self._idle.clear()
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._station_tasks.get(station_id, set()).discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("task for station %s failed", station_id, exc_info=t.exception())
+            self._update_idle()
+
+        task.add_done_callback(done)
+
+    def perf(self) -> float | None:
+        """The injected performance counter [s], or None."""
+        return None if self._perf is None else self._perf()
+
+    def record_rtt(self, seconds: float) -> None:
+        """Keep a round-trip time sample [s]."""
+        self.rtt_samples_s.append(seconds)
+
+    def record_frame(self, station_id: str, direction: str, frame: str) -> None:
+        """Emit ``ocpp.frame`` when ``record_frames`` is on."""
+        if self.config.record_frames:
+            self.emit(
+                "csms",
+                "ocpp.frame",
+                {"station": station_id, "direction": direction, "frame": frame},
+            )
+
+    def id_token_status(self, id_token: str | None) -> str:
+        """``Accepted``, or ``Invalid`` when an allow list exists without this token."""
+        allowed = self.config.allowed_id_tokens
+        if allowed and (id_token is None or id_token not in allowed):
+            return "Invalid"
+        return "Accepted"
+
+    def next_transaction_id(self) -> int:
+        """Next OCPP 1.6 transaction id (1, 2, ...: deterministic)."""
+        return next(self._tx_numbers)
+
+    async def station_booted(self, link: StationLink) -> None:
+        """Install TxDefaultProfile (and the station maximum) after a boot reply."""
+        site, dlm = self.config.site, self.config.dlm
+        dc_defaults = [
+            (e.evse_id, dlm.default_current_a * site.phases * site.voltage_v)
+            for (sid, _), e in sorted(self._evse_configs.items())
+            if sid == link.id and e.kind == "DC"
+        ]
+        station_max = self.config.station_max_current_a.get(link.id)
+        try:
+            status = await link.install_default_profiles(
+                dlm.default_current_a, dc_defaults, station_max, self._now
+            )
+        except CommandError as exc:
+            status = exc.code
+        self.registry.station(link.id).default_profile_status = status
+        if status != "Accepted":
+            logger.warning(
+                "station %s: default charging profile not installed: %s", link.id, status
+            )
+        self.emit(
+            "csms",
+            "station.default_profile",
+            {"station": link.id, "status": status, "limit_a": dlm.default_current_a},
+        )
+
+    def transaction_started(self, tx: TransactionRecord) -> None:
+        """Forget set-points of an earlier transaction on the EVSE; emit the event."""
+        self._forget((tx.station_id, tx.evse_id))
+        self.emit(
+            "csms",
+            "transaction.started",
+            {
+                "station": tx.station_id,
+                "evse": tx.evse_id,
+                "transaction": tx.transaction_id,
+                "id_token": tx.id_token,
+                "meter_start_wh": tx.meter_start_wh,
+            },
+        )
+
+    def transaction_ended(self, tx: TransactionRecord) -> None:
+        """Forget the EVSE's set-point and vehicle needs; emit the event."""
+        self._forget((tx.station_id, tx.evse_id))
+        self.registry.station(tx.station_id).evse(tx.evse_id).clear_ev()
+        self.emit(
+            "csms",
+            "transaction.ended",
+            {
+                "station": tx.station_id,
+                "evse": tx.evse_id,
+                "transaction": tx.transaction_id,
+                "id_token": tx.id_token,
+                "meter_stop_wh": tx.meter_stop_wh,
+                "energy_wh": tx.energy_delivered_wh,
+                "reason": tx.stopped_reason,
+            },
+        )
+
+    def _forget(self, key: EvseKey) -> None:
+        self._setpoints.pop(key, None)
+        self._setpoint_since.pop(key, None)
+        self._uncontrolled.discard(key)
+
+    def _update_idle(self) -> None:
+        if self.busy:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    # =============================================================== websockets
+
+    def _refuse(
+        self, connection: ServerConnection, station_id: str | None, status: HTTPStatus, why: str
+    ) -> Response:
+        logger.warning(
+            "refused station %r from %s (%s %s): %s",
+            station_id,
+            connection.remote_address,
+            connection.request.path if connection.request else "?",
+            int(status),
+            why,
+        )
+        self.emit(
+            "csms",
+            "station.rejected",
+            {"station": station_id, "reason": why, "http_status": int(status)},
+        )
+        return connection.respond(status, why + "\n")
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        station_id = station_id_from_path(request.path)
+        if station_id is None:
+            return self._refuse(
+                connection, None, HTTPStatus.NOT_FOUND, "no station id in the URL path"
+            )
+        if self._known and station_id not in self._known:
+            return self._refuse(connection, station_id, HTTPStatus.NOT_FOUND, "unknown station")
+        stored = self._password_hashes.get(station_id)
+        if stored is None:
+            return None
+        credentials = parse_basic_auth(request.headers.get("Authorization"))
+        ok = (
+            credentials is not None
+            and credentials[0] == station_id
+            and await asyncio.to_thread(verify_password, stored, credentials[1])
+        )
+        if ok:
+            return None
+        why = "wrong credentials" if credentials else "HTTP Basic credentials required"
+        response = self._refuse(connection, station_id, HTTPStatus.UNAUTHORIZED, why)
+        response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+        return response
+
+    @staticmethod
+    def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
+        for protocol in SUBPROTOCOLS:
+            if protocol in offered:
+                return Subprotocol(protocol)
+        return None  # complete the handshake without one, then close (OCPP-J)
+
+    async def _serve_station(self, ws: ServerConnection) -> None:
+        station_id = station_id_from_path(ws.request.path if ws.request else "")
+        if station_id is None:  # process_request refused it already
+            return
+        version = VERSION_OF_SUBPROTOCOL.get(ws.subprotocol or "")
+        if version is None:
+            headers = ws.request.headers if ws.request else Headers()
+            offered = ", ".join(headers.get_all("Sec-WebSocket-Protocol")) or "none"
+            why = f"no supported OCPP subprotocol (offered: {offered}; supported: " + (
+                ", ".join(SUBPROTOCOLS) + ")"
+            )
+            logger.warning("refused station %r from %s: %s", station_id, ws.remote_address, why)
+            self.emit("csms", "station.rejected", {"station": station_id, "reason": why})
+            await ws.close(1002, "no supported OCPP subprotocol")
+            return
+        old = self._sockets.get(station_id)
+        if old is not None:
+            logger.warning(
+                "station %s connected again: closing its previous connection", station_id
+            )
+            self._cancel_station_tasks(station_id)
+            self._tasks_close(old)
+        link: StationLink = (
+            Station201(station_id, ws, self)
+            if version == "2.0.1"
+            else Station16(station_id, ws, self)
+        )
+        self._links[station_id] = link
+        self._sockets[station_id] = ws
+        station = self.registry.station(station_id)
+        station.ocpp_version = version
+        station.connected = True
+        station.connected_at = station.last_seen = self._now
+        self.emit("csms", "station.connected", {"station": station_id, "version": version})
+        try:
+            await link.start()
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("station %s: connection handler failed", station_id)
+        finally:
+            if self._links.get(station_id) is link:
+                del self._links[station_id]
+                del self._sockets[station_id]
+                station.connected = False
+                self._sending.discard(station_id)
+                self._cancel_station_tasks(station_id)
+                self.emit(
+                    "csms",
+                    "station.disconnected",
+                    {"station": station_id, "close_code": ws.close_code},
+                )
+
+    def _tasks_close(self, ws: ServerConnection) -> None:
+        task = asyncio.get_running_loop().create_task(ws.close(1000, "replaced"))
+        self._tasks.add(task)
+        self._idle.clear()
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._update_idle()
+
+        task.add_done_callback(done)
+
+    def _cancel_station_tasks(self, station_id: str) -> None:
+        for task in self._station_tasks.pop(station_id, set()):
+            task.cancel()
