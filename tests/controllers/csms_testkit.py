@@ -126,7 +126,7 @@ class Emu201(EmuStation, ChargePoint201):
         energy_wh: float = 0.0,
         currents: tuple[float, ...] | None = None,
     ) -> str:
-        self.tx_ids[evse_id] = f"{self.id}-tx{evse_id}"
+        self.tx_ids[evse_id] = f"{self.id}-{evse_id}-{self._seq + 1}"
         await self._event(
             "Started",
             evse_id,
