@@ -2,14 +2,17 @@
 
 import asyncio
 import base64
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from csms_testkit import NOW, MakeHarness, iso, rpc
+from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from controllers.csms import hash_password
+from controllers.csms import EvseConfig, hash_password
 from controllers.csms.auth import parse_basic_auth, verify_password
 from controllers.csms.meter import parse_meter_values
 from controllers.csms.rpc import station_id_from_path
@@ -53,8 +56,6 @@ async def test_boot_is_accepted_and_tx_default_profile_installed(
 async def test_boot_with_station_max_and_dc_evse_installs_each_profile(
     harness: MakeHarness,
 ) -> None:
-    from controllers.csms import EvseConfig
-
     h = await harness(
         evses={"CP1": [EvseConfig(evse_id=2, kind="DC", max_power_kw=150)]},
         station_max_current_a={"CP1": 63.0},
@@ -84,7 +85,7 @@ async def test_call_ids_of_the_csms_are_a_deterministic_counter(harness: MakeHar
     ]
     assert (await rpc(ws, boot))[:2] == [3, "b1"]
     async with asyncio.timeout(5):
-        call = __import__("json").loads(await ws.recv())
+        call = json.loads(await ws.recv())
     assert call[:3] == [2, "1", "SetChargingProfile"]
 
 
@@ -324,9 +325,6 @@ async def test_bad_frames_get_the_right_callerror_and_others_are_still_served(
 
 
 def _heartbeat(version: str) -> Any:
-    from ocpp.v16 import call as call16
-    from ocpp.v201 import call as call201
-
     return call201.Heartbeat() if version == "2.0.1" else call16.Heartbeat()
 
 

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from csms_testkit import NOW, Harness, MakeHarness, kw_for_a
+from ocpp.v201 import call as call201
 
 from controllers.csms import EvseConfig, SiteConfig
 
@@ -216,3 +217,46 @@ async def test_transaction_end_forgets_the_setpoint(harness: MakeHarness) -> Non
     assert h.csms.setpoints() == {}
     await cp.start_tx(1, "T3", T1)  # a new session starts from the default (0 A)
     assert h.csms.setpoints() == {("CP1", 1): 0.0}
+
+
+async def test_external_limit_binds_until_it_expires(harness: MakeHarness) -> None:
+    h = await harness(kw_for_a(40), evses={"CP1": AC32})
+    cp = await h.station("CP1")
+    await cp.start_tx(1, "T1", NOW)
+    h.csms.set_external_limit(kw_for_a(10), valid_until=T1 + timedelta(seconds=30))
+    await step(h, T1)
+    assert cp.last_limit(1) == 10.0
+    t2 = T1 + timedelta(seconds=60)
+    h.csms.set_now(t2)
+    h.csms.set_non_ev_load(0.0, t2)
+    await cp.meter(1, t2, currents=(10.0, 10.0, 10.0))
+    await step(h, t2)
+    assert cp.last_limit(1) == 32.0
+
+
+async def test_evse_missing_from_the_configuration_is_assumed_conservatively(
+    harness: MakeHarness,
+) -> None:
+    h = await harness(kw_for_a(40), unknown_evse_max_current_a=16)
+    cp = await h.station("CP1")
+    await cp.start_tx(1, "T1", NOW, currents=(10.0, 0.0, 0.0))  # a 1-phase vehicle
+    await step(h, T1)
+    allocation = h.csms.last_result.allocations[("CP1", 1)]  # type: ignore[union-attr]
+    assert cp.last_limit(1) == 16.0
+    # unknown phase rotation: its one phase may be any site phase, so all are reserved
+    assert h.csms.last_result.phase_reserved_a == (16.0, 16.0, 16.0)  # type: ignore[union-attr]
+    assert allocation.unit == "A"
+
+
+async def test_a_station_connecting_again_replaces_its_old_connection(
+    harness: MakeHarness,
+) -> None:
+    h = await harness()
+    old = await h.station("CP1")
+    new = await h.station("CP1")
+    await h.csms.drain()
+    assert old._connection.close_code is not None
+    assert (await new.call(call201.Heartbeat())).current_time
+    assert h.csms.registry.stations["CP1"].connected
+    assert [e["station"] for e in h.kinds("station.connected")] == ["CP1", "CP1"]
+    assert not h.kinds("station.disconnected")  # the live connection is the new one
