@@ -158,11 +158,17 @@ class StationRecord:
 
 
 class Registry:
-    """Stations and transactions, keyed by station id and (station id, transaction id)."""
+    """Stations and transactions, keyed by station id and (station id, transaction id).
+
+    Open transactions are also indexed by (station id, EVSE id): at most one per EVSE.
+    End and move transactions through :meth:`end_transaction` and
+    :meth:`move_transaction` so the index stays right.
+    """
 
     def __init__(self) -> None:
         self.stations: dict[str, StationRecord] = {}
         self.transactions: dict[tuple[str, str], TransactionRecord] = {}
+        self._open: dict[tuple[str, int], TransactionRecord] = {}
 
     def station(self, station_id: str) -> StationRecord:
         """The station record, created on first mention."""
@@ -180,28 +186,53 @@ class Registry:
     ) -> tuple[TransactionRecord, bool]:
         """Get or create a transaction; returns (record, created).
 
-        A new transaction on an EVSE ends any other still open there (a lost Ended).
+        A new transaction on an EVSE ends any other still open there (its end was lost).
         """
         existing = self.transactions.get((station_id, transaction_id))
         if existing is not None:
             return existing, False
-        for other in self.active_transactions():
-            if other.station_id == station_id and other.evse_id == evse_id:
-                other.stopped_at = now
-                other.stopped_reason = "Superseded"
         record = TransactionRecord(station_id, transaction_id, evse_id, started_at=now)
         self.transactions[(station_id, transaction_id)] = record
+        self._index(record, now)
         self.station(station_id).evse(evse_id)
         return record, True
 
+    def end_transaction(
+        self, tx: TransactionRecord, now: datetime, reason: str | None, meter_stop_wh: float | None
+    ) -> None:
+        """Close a transaction at ``now`` with its final register [Wh] if known."""
+        tx.stopped_at = now
+        tx.stopped_reason = reason
+        if meter_stop_wh is not None:
+            tx.meter_stop_wh = tx.energy_wh = meter_stop_wh
+        else:
+            tx.meter_stop_wh = tx.energy_wh
+        key = (tx.station_id, tx.evse_id)
+        if self._open.get(key) is tx:
+            del self._open[key]
+
+    def move_transaction(self, tx: TransactionRecord, evse_id: int, now: datetime) -> None:
+        """The station named the EVSE of a transaction only now (2.0.1 ``evse``)."""
+        key = (tx.station_id, tx.evse_id)
+        if self._open.get(key) is tx:
+            del self._open[key]
+        tx.evse_id = evse_id
+        self.station(tx.station_id).evse(evse_id)
+        if tx.active:
+            self._index(tx, now)
+
+    def _index(self, tx: TransactionRecord, now: datetime) -> None:
+        key = (tx.station_id, tx.evse_id)
+        other = self._open.get(key)
+        if other is not None and other is not tx:
+            other.stopped_at = now
+            other.stopped_reason = "Superseded"
+        self._open[key] = tx
+
     def active_transactions(self) -> list[TransactionRecord]:
         """Open transactions sorted by (station id, EVSE id)."""
-        active = [t for t in self.transactions.values() if t.active]
-        return sorted(active, key=lambda t: (t.station_id, t.evse_id, t.transaction_id))
+        return [self._open[key] for key in sorted(self._open)]
 
     def active_transaction_on(self, station_id: str, evse_id: int) -> TransactionRecord | None:
         """The open transaction on an EVSE, if any."""
-        for t in self.active_transactions():
-            if t.station_id == station_id and t.evse_id == evse_id:
-                return t
-        return None
+        return self._open.get((station_id, evse_id))

@@ -452,7 +452,7 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
         elif not tx.active:  # an event after Ended: keep the record closed
             return result201.TransactionEvent()
         if "id" in evse and tx.evse_id != evse["id"]:
-            tx.evse_id = int(evse["id"])
+            registry.move_transaction(tx, int(evse["id"]), now)
         if "connector_id" in evse:
             tx.connector_id = int(evse["connector_id"])
         tx.id_token = token or tx.id_token
@@ -467,9 +467,8 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
         if created:
             host.transaction_started(tx)
         if event_type == "Ended":
-            tx.stopped_at = now
-            tx.meter_stop_wh = reading.energy_wh if reading.energy_wh is not None else tx.energy_wh
-            tx.stopped_reason = transaction_info.get("stopped_reason", "Local")
+            reason = transaction_info.get("stopped_reason", "Local")
+            registry.end_transaction(tx, now, reason, reading.energy_wh)
             host.transaction_ended(tx)
         if token is None:
             return result201.TransactionEvent()
@@ -685,9 +684,8 @@ class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]
         if tx.active:
             if kwargs.get("transaction_data"):
                 tx.apply(parse_meter_values(kwargs["transaction_data"]), host.now)
-            tx.energy_wh = tx.meter_stop_wh = float(meter_stop)
-            tx.stopped_at = host.now
-            tx.stopped_reason = kwargs.get("reason", "Local")
+            reason = kwargs.get("reason", "Local")
+            host.registry.end_transaction(tx, host.now, reason, float(meter_stop))
             host.transaction_ended(tx)
         id_tag = kwargs.get("id_tag")
         if id_tag is None:
