@@ -102,8 +102,11 @@ class Csms:
         perf_counter: clock for round-trip times [s] (e.g. ``time.perf_counter``);
             without one no RTT is measured.
 
+    Call :meth:`set_now` before stations connect: replies (BootNotification
+    ``currentTime``) and events carry the latest injected time.
+
     Attributes:
-        config: the configuration.
+        config: the configuration, with ``station_passwords`` replaced by their hashes.
         registry: stations, EVSEs and transactions.
         rtt_samples_s: round-trip time of every CSMS request answered [s].
     """
@@ -244,8 +247,9 @@ class Csms:
 
         Sends are started as tracked tasks (one per station, sequential within it) and
         awaited by :meth:`drain`; a station still busy with the previous sends, or
-        offline, is skipped until the next step. An EVSE whose profile is not accepted
-        (Rejected, CALLERROR, timeout) counts as worst case until one is accepted.
+        offline, is skipped until the next step. An EVSE whose profile is in flight or
+        was not accepted (Rejected, CALLERROR, timeout) counts as worst case (its maximum
+        reserved) until one is accepted, and is sent again at every step.
         """
         self.set_now(now)
         inputs = self._dlm_inputs(now)
