@@ -27,7 +27,7 @@ from rich.table import Table
 
 from twin import data_cache
 from twin.datasets import DataSetError
-from twin.scenario import ScenarioError
+from twin.scenario import ScenarioError, load_scenario
 from twin.session_run import AssertionFailure, run_scenario
 
 #: The flagship scenario, run by ``migrid run`` without arguments.
@@ -79,6 +79,13 @@ def run(
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
     path = scenario or FLAGSHIP
+    try:
+        datasets = load_scenario(path).datasets
+        with Progress(console=console, transient=True) as fetching:
+            data_cache.ensure(datasets, progress=fetching)
+    except (ScenarioError, DataSetError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -105,7 +112,7 @@ def run(
         try:
             result = asyncio.run(
                 run_scenario(path, out=out, seed=seed, runs_root=runs_root,
-                             on_progress=on_progress, data_progress=progress)
+                             on_progress=on_progress)
             )
         except (ScenarioError, DataSetError) as err:
             progress.stop()
