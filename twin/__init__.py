@@ -1,1 +1,1 @@
-"""Twin: scenario model, lock-step co-simulation runtime, real-data inputs, recorder, KPIs and CLI."""
+"""Twin: scenario model, lock-step runtime, real-data inputs, recorder, KPIs and CLI."""

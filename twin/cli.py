@@ -28,7 +28,7 @@ from rich.table import Table
 from twin import data_cache
 from twin.datasets import DataSetError
 from twin.scenario import ScenarioError, load_scenario
-from twin.session_run import AssertionFailure, run_scenario
+from twin.session_run import KpiAssertionError, run_scenario
 
 #: The flagship scenario, run by ``migrid run`` without arguments.
 FLAGSHIP = Path(__file__).resolve().parent.parent / "scenarios" / "caltech_week.yaml"
@@ -38,7 +38,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-data_app = typer.Typer(help="Public data sets: fetch into the local cache, list.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Public data sets: fetch into the local cache, list.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 console = Console()
 
@@ -66,11 +68,15 @@ def run(
         Path | None,
         typer.Option("--out", help="Run folder to write (default runs/<scenario>-<UTC time>)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the scenario's seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Override the scenario's seed.")
+    ] = None,
     runs_root: Annotated[
         Path, typer.Option("--runs", help="Folder under which run folders are created.")
     ] = Path("runs"),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log protocol warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log protocol warnings.")
+    ] = False,
 ) -> None:
     """Run a scenario in the lock-step twin and print its KPIs.
 
@@ -118,7 +124,7 @@ def run(
             progress.stop()
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
-        except AssertionFailure as fail:
+        except KpiAssertionError as fail:
             progress.stop()
             console.print(_kpi_table(fail.kpis))
             console.print(f"run folder: {fail.run_dir}")

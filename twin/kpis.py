@@ -11,7 +11,7 @@ Definitions (all over the run window):
 * ``limit_violations`` — control steps whose mean import exceeded the grid limit by more
   than ``VIOLATION_TOLERANCE_KW``; ``limit_violation_max_kw`` the largest excess;
   ``limit_violation_kwh`` the energy above the limit.
-* ``energy_cost`` — Σ over steps of site import energy × day-ahead price in force at the
+* ``energy_cost`` — Σ over steps of site import energy * day-ahead price in force at the
   start of the step, in Decimal, rounded half-even to the cent once, at the end.
 * ``ocpp_rtt_p50_ms`` / ``ocpp_rtt_p99_ms`` — round trip of every OCPP call made by the
   stations, wall clock; with ``wall_time_s`` and ``speedup`` these are the wall-time

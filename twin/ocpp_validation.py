@@ -94,6 +94,6 @@ def install() -> None:
             if version == "1.6" and path.stem in _DECIMAL_SCHEMAS_16:
                 continue
             cache_key = f"{path.stem}_{version}"
-            messages._validators[cache_key] = CompiledValidator(path)  # type: ignore[assignment]
+            messages._validators[cache_key] = CompiledValidator(path)
     messages.ASYNC_VALIDATION = False
     _installed = True

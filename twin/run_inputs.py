@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,9 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
     """
     data_cache.ensure(scenario.datasets, progress=progress)
     run = scenario.run
-    site = {"acn_caltech": "caltech", "acn_jpl": "jpl"}[scenario.sessions.dataset]
+    site: Literal["caltech", "jpl"] = (
+        "caltech" if scenario.sessions.dataset == "acn_caltech" else "jpl"
+    )
     stack = scenario.sessions.stack_days
     sessions = load_acn_sessions(site, run.start, max(run.end, run.start + timedelta(days=stack)))
     if stack > 1:

@@ -280,7 +280,7 @@ class Scenario(_Model):
     @property
     def datasets(self) -> list[str]:
         """Names of the public data sets this scenario needs."""
-        names = [self.sessions.dataset, self.vehicles.dataset]
+        names: list[str] = [self.sessions.dataset, self.vehicles.dataset]
         if self.prices is not None:
             names.append(self.prices.dataset)
         return names

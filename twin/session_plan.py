@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,11 +93,13 @@ def plan_sessions(
             requested_energy_kwh, delivered_energy_kwh, claimed; UTC times), in arrival
             order.
         evses: EVSE names ``"<station>/<evse>"`` in a fixed order.
-        models, weights: EV models and their draw weights (registrations).
+        models: EV models to draw from.
+        weights: draw weight of each model (its registrations).
         seed: scenario seed; session i draws its model from ``default_rng([seed, i])``.
-        target_soc, min_arrival_soc: battery window (0..1).
+        target_soc: state of charge (0..1) at which each vehicle stops charging.
+        min_arrival_soc: lowest arrival state of charge (0..1); a larger need is capped.
         charge_efficiency: grid-to-battery efficiency; the need is metered at the EVSE,
-            the battery gains need × efficiency.
+            the battery gains need * efficiency.
         station_map: explicit recorded-id → EVSE entries.
 
     Returns:
@@ -111,29 +114,30 @@ def plan_sessions(
     busy_until: dict[str, datetime] = {}
     planned: list[PlannedSession] = []
     refused: list[str] = []
-    for i, row in enumerate(sessions.itertuples(index=False)):
-        arrival = row.arrival.to_pydatetime()
-        departure = row.departure.to_pydatetime()
-        evse = mapping[row.station_id]
+    records: list[dict[Any, Any]] = sessions.to_dict("records")
+    for i, row in enumerate(records):
+        arrival: datetime = row["arrival"].to_pydatetime()
+        departure: datetime = row["departure"].to_pydatetime()
+        evse = mapping[row["station_id"]]
         if busy_until.get(evse, arrival) > arrival:
             free = [e for e in evses if busy_until.get(e, arrival) <= arrival]
             if not free:
-                refused.append(str(row.session_id))
+                refused.append(str(row["session_id"]))
                 continue
             evse = free[0]
         busy_until[evse] = departure
         rng = np.random.default_rng([seed, i])
         model = models[int(rng.choice(len(models), p=p))]
-        claimed = bool(row.claimed)
-        need = float(row.requested_energy_kwh if claimed else row.delivered_energy_kwh)
+        claimed = bool(row["claimed"])
+        need = float(row["requested_energy_kwh"] if claimed else row["delivered_energy_kwh"])
         window = (target_soc - min_arrival_soc) * model.battery_capacity_kwh / charge_efficiency
         need = min(max(need, 0.0), window)
         arrival_soc = target_soc - need * charge_efficiency / model.battery_capacity_kwh
-        est = row.estimated_departure
+        est = row["estimated_departure"]
         planned.append(
             PlannedSession(
-                session_id=str(row.session_id),
-                recorded_station_id=str(row.station_id),
+                session_id=str(row["session_id"]),
+                recorded_station_id=str(row["station_id"]),
                 evse=evse,
                 arrival=arrival,
                 departure=departure,
@@ -143,7 +147,7 @@ def plan_sessions(
                 needed_kwh=need,
                 id_token=f"ACN{i:06d}",
                 driver_departure=est.to_pydatetime() if claimed and not pd.isna(est) else None,
-                driver_energy_kwh=float(row.requested_energy_kwh) if claimed else None,
+                driver_energy_kwh=float(row["requested_energy_kwh"]) if claimed else None,
             )
         )
     return SessionPlan(tuple(planned), tuple(refused))

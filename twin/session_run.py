@@ -21,7 +21,7 @@ from twin.runtime import LockStepRuntime, ProgressCallback
 from twin.scenario import Scenario, load_scenario
 
 
-class AssertionFailure(Exception):
+class KpiAssertionError(Exception):
     """One or more KPI assertions of the scenario failed; the run folder is complete."""
 
     def __init__(self, run_dir: Path, kpis: dict[str, Any], failures: list[str]) -> None:
@@ -80,7 +80,7 @@ async def run_scenario(
     Raises:
         twin.scenario.ScenarioError: bad scenario file (nothing started).
         twin.datasets.DataSetError: a data set cannot be fetched or verified.
-        AssertionFailure: the run finished but a KPI assertion failed.
+        KpiAssertionError: the run finished but a KPI assertion failed.
     """
     scenario = load_scenario(path)
     if seed is not None:
@@ -102,5 +102,5 @@ async def run_scenario(
     (run_dir / "kpis.json").write_text(kpi_doc.dumps(doc), encoding="utf-8")
     failures = check_assertions(scenario, doc)
     if failures:
-        raise AssertionFailure(run_dir, doc, failures)
+        raise KpiAssertionError(run_dir, doc, failures)
     return RunResult(run_dir, doc)

@@ -41,7 +41,8 @@ def test_cost_matches_exact_sum(powers, prices) -> None:
     n = min(len(powers), len(prices))
     p, c = np.array(powers[:n]), np.array(prices[:n])
     cost = energy_cost(p, c, 60.0)
-    exact = sum(Decimal(repr(round(a, 3))) * Decimal(repr(round(b, 2))) for a, b in zip(p.tolist(), c.tolist()))
+    exact = sum(Decimal(repr(round(a, 3))) * Decimal(repr(round(b, 2)))
+                for a, b in zip(p.tolist(), c.tolist(), strict=True))
     assert cost == (exact / Decimal(60000)).quantize(Decimal("0.01"))
 
 

@@ -6,7 +6,7 @@ on 127.0.0.1 to the project's CSMS and DLM.
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np

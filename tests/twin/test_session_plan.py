@@ -1,5 +1,7 @@
 """Session planning: deterministic, no two sessions on one EVSE at once, energy window."""
 
+import itertools
+
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,7 +39,7 @@ def test_plan_never_double_books_and_respects_the_battery(rows, seed) -> None:
     assert len(plan.sessions) + len(plan.refused) == len(rows)
     for evse in evses:
         mine = sorted((s.arrival, s.departure) for s in plan.sessions if s.evse == evse)
-        assert all(a[1] <= b[0] for a, b in zip(mine, mine[1:]))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(mine))
     for s in plan.sessions:
         assert 0.05 - 1e-9 <= s.arrival_soc <= s.target_soc
         gain = s.needed_kwh * 0.9 / s.model.battery_capacity_kwh
