@@ -110,12 +110,22 @@ class EventWriter(_ChunkedParquet):
     def __init__(self, path: Path, chunk_rows: int = 50_000) -> None:
         super().__init__(path, EVENT_SCHEMA, chunk_rows)
         self._pending: list[tuple[datetime, str, str, str]] = []
+        self._aliases: list[tuple[str, str]] = []
+
+    def alias(self, actual: str, stable: str) -> None:
+        """Write ``stable`` wherever a payload holds ``actual``.
+
+        Used for what differs from run to run but means the same, such as the CSMS's
+        ephemeral loopback URL, so that events of the same scenario and seed are equal.
+        """
+        self._aliases.append((actual, stable))
 
     def sink(self, time: datetime, source: str, kind: str, payload: dict[str, Any]) -> None:
         """Event sink for devices and controllers: ``(time, source, kind, payload)``."""
-        self._pending.append(
-            (time, source, kind, json.dumps(payload, sort_keys=True, default=str))
-        )
+        text = json.dumps(payload, sort_keys=True, default=str)
+        for actual, stable in self._aliases:
+            text = text.replace(actual, stable)
+        self._pending.append((time, source, kind, text))
 
     def commit_step(self) -> list[tuple[datetime, str, str, str]]:
         """Sort the events gathered since the last call, write them, and return them."""

@@ -301,6 +301,7 @@ class LockStepRuntime:
                           perf_counter=time.perf_counter)
         port = await self._csms.start("127.0.0.1", 0)
         url = f"ws://127.0.0.1:{port}"
+        self.events.alias(url, "ws://csms.twin")
         for i, spec in enumerate(self._specs):
             self._stations[spec.station_id] = ChargingStation(
                 spec, url, on_event=sink, perf_counter=time.perf_counter,

@@ -105,7 +105,7 @@ fleet = st.lists(
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fleet=fleet,
     limit_kw=st.floats(8, 120),
