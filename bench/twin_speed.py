@@ -38,7 +38,7 @@ def scenario_for(stations: int, hours: float) -> dict:
         },
         "stations": [{"prefix": "CS", "count": stations, "kind": "ac_22kw",
                       "ocpp_version": "2.0.1"}],
-        "sessions": {"dataset": "acn_caltech", "stack_days": max(1, stations // 20)},
+        "sessions": {"dataset": "acn_caltech", "stack_days": max(1, stations // 4)},
         "prices": {"dataset": "nl_day_ahead", "align": "local_clock"},
         "run": {"start": "2019-09-10T07:00:00Z", "duration_h": hours, "step_s": 60, "seed": 1},
     }
