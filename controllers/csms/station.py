@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult
@@ -50,6 +50,10 @@ from controllers.csms.rpc import CODES, MAX_DESCRIPTION, error_code
 
 logger = logging.getLogger("controllers.csms")
 _ocpp_logger = logging.getLogger("controllers.csms.ocpp")
+
+#: Profile purposes the CSMS sends; ``StationMax`` is ChargingStationMaxProfile (2.0.1)
+#: or ChargePointMaxProfile (1.6).
+ProfilePurpose = Literal["TxDefaultProfile", "TxProfile", "StationMax"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -284,11 +288,35 @@ class StationLink:
 
     # --------------------------------------------------------- version specific
 
+    async def _set_profile(
+        self,
+        evse_id: int,
+        profile_id: int,
+        purpose: ProfilePurpose,
+        limit: float,
+        unit: RateUnit,
+        *,
+        transaction_id: str | None = None,
+        start: datetime | None = None,
+    ) -> str:
+        """SetChargingProfile with one period in this version's dialect; returns the status."""
+        raise NotImplementedError
+
     async def send_tx_profile(
         self, evse_id: int, transaction_id: str, limit: float, unit: RateUnit
     ) -> str:
-        """Send a TxProfile with one period; returns the status (``Accepted`` ...)."""
-        raise NotImplementedError
+        """Send a TxProfile with one period; returns the status (``Accepted`` ...).
+
+        OCPP 2.0.1 K01 / 1.6 section 5.16: SetChargingProfile, purpose TxProfile.
+        """
+        return await self._set_profile(
+            evse_id,
+            tx_profile_id(evse_id),
+            "TxProfile",
+            limit,
+            unit,
+            transaction_id=transaction_id,
+        )
 
     async def install_default_profiles(
         self,
@@ -302,7 +330,26 @@ class StationLink:
         Returns:
             ``Accepted`` if every profile was accepted, else the first other status.
         """
-        raise NotImplementedError
+        statuses = [
+            await self._set_profile(0, TX_DEFAULT_PROFILE_ID, "TxDefaultProfile", limit_a, "A")
+        ]
+        for evse_id, limit_w in dc_defaults_w:
+            statuses.append(
+                await self._set_profile(
+                    evse_id,
+                    DC_TX_DEFAULT_PROFILE_BASE + evse_id,
+                    "TxDefaultProfile",
+                    limit_w,
+                    "W",
+                )
+            )
+        if station_max_a is not None:
+            statuses.append(
+                await self._set_profile(
+                    0, STATION_MAX_PROFILE_ID, "StationMax", station_max_a, "A", start=now
+                )
+            )
+        return _first_status(statuses)
 
     def _booted(
         self, vendor: str | None, model: str | None, firmware: str | None, serial: str | None
@@ -343,58 +390,30 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
         )
         self._setup(host, frozenset(a.value for a in Action201))
 
-    async def send_tx_profile(
-        self, evse_id: int, transaction_id: str, limit: float, unit: RateUnit
+    async def _set_profile(
+        self,
+        evse_id: int,
+        profile_id: int,
+        purpose: ProfilePurpose,
+        limit: float,
+        unit: RateUnit,
+        *,
+        transaction_id: str | None = None,
+        start: datetime | None = None,
     ) -> str:
-        """See :meth:`StationLink.send_tx_profile` (K01: SetChargingProfile TxProfile)."""
+        """See :meth:`StationLink._set_profile` (2.0.1 K01 SetChargingProfile)."""
         profile = profile_v201(
-            tx_profile_id(evse_id), "TxProfile", limit, unit, transaction_id=transaction_id
+            profile_id,
+            "ChargingStationMaxProfile" if purpose == "StationMax" else purpose,
+            limit,
+            unit,
+            transaction_id=transaction_id,
+            start=start,
         )
         result = await self.request(
             call201.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
         )
         return str(result.status)
-
-    async def install_default_profiles(
-        self,
-        limit_a: float,
-        dc_defaults_w: list[tuple[int, float]],
-        station_max_a: float | None,
-        now: datetime,
-    ) -> str:
-        """See :meth:`StationLink.install_default_profiles`."""
-        requests = [
-            (0, profile_v201(TX_DEFAULT_PROFILE_ID, "TxDefaultProfile", limit_a, "A")),
-            *(
-                (
-                    evse_id,
-                    profile_v201(
-                        DC_TX_DEFAULT_PROFILE_BASE + evse_id, "TxDefaultProfile", limit_w, "W"
-                    ),
-                )
-                for evse_id, limit_w in dc_defaults_w
-            ),
-        ]
-        if station_max_a is not None:
-            requests.append(
-                (
-                    0,
-                    profile_v201(
-                        STATION_MAX_PROFILE_ID,
-                        "ChargingStationMaxProfile",
-                        station_max_a,
-                        "A",
-                        start=now,
-                    ),
-                )
-            )
-        statuses = []
-        for evse_id, profile in requests:
-            result = await self.request(
-                call201.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
-            )
-            statuses.append(str(result.status))
-        return _first_status(statuses)
 
     @on("BootNotification")
     def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
@@ -568,58 +587,30 @@ class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]
         )
         self._setup(host, frozenset(a.value for a in Action16))
 
-    async def send_tx_profile(
-        self, evse_id: int, transaction_id: str, limit: float, unit: RateUnit
+    async def _set_profile(
+        self,
+        evse_id: int,
+        profile_id: int,
+        purpose: ProfilePurpose,
+        limit: float,
+        unit: RateUnit,
+        *,
+        transaction_id: str | None = None,
+        start: datetime | None = None,
     ) -> str:
-        """See :meth:`StationLink.send_tx_profile` (1.6 section 5.16)."""
+        """See :meth:`StationLink._set_profile` (1.6 section 5.16 SetChargingProfile)."""
         profile = profile_v16(
-            tx_profile_id(evse_id), "TxProfile", limit, unit, transaction_id=int(transaction_id)
+            profile_id,
+            "ChargePointMaxProfile" if purpose == "StationMax" else purpose,
+            limit,
+            unit,
+            transaction_id=None if transaction_id is None else int(transaction_id),
+            start=start,
         )
         result = await self.request(
             call16.SetChargingProfile(connector_id=evse_id, cs_charging_profiles=profile)
         )
         return str(result.status)
-
-    async def install_default_profiles(
-        self,
-        limit_a: float,
-        dc_defaults_w: list[tuple[int, float]],
-        station_max_a: float | None,
-        now: datetime,
-    ) -> str:
-        """See :meth:`StationLink.install_default_profiles`."""
-        requests = [
-            (0, profile_v16(TX_DEFAULT_PROFILE_ID, "TxDefaultProfile", limit_a, "A")),
-            *(
-                (
-                    evse_id,
-                    profile_v16(
-                        DC_TX_DEFAULT_PROFILE_BASE + evse_id, "TxDefaultProfile", limit_w, "W"
-                    ),
-                )
-                for evse_id, limit_w in dc_defaults_w
-            ),
-        ]
-        if station_max_a is not None:
-            requests.append(
-                (
-                    0,
-                    profile_v16(
-                        STATION_MAX_PROFILE_ID,
-                        "ChargePointMaxProfile",
-                        station_max_a,
-                        "A",
-                        start=now,
-                    ),
-                )
-            )
-        statuses = []
-        for connector_id, profile in requests:
-            result = await self.request(
-                call16.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=profile)
-            )
-            statuses.append(str(result.status))
-        return _first_status(statuses)
 
     @on("BootNotification")
     def on_boot_notification(
