@@ -329,11 +329,15 @@ class LockStepRuntime:
                 t_k = grid[k].to_pydatetime()
                 horizon = (t_k - run.start).total_seconds()
                 while env.peek() <= horizon:
-                    env.step()
+                    instant = env.peek()
+                    while env.peek() == instant:
+                        env.step()
                     if queue:
                         now = run.start + timedelta(seconds=env.now)
                         self._csms.set_now(now)
-                        actions, queue[:] = list(queue), []
+                        # at one instant, departures free their EVSE before arrivals
+                        actions = sorted(queue, key=lambda a: a[0] != "depart")
+                        queue.clear()
                         for action, session in actions:
                             await self._apply(action, session, now)
                 self._now = t_k
