@@ -141,5 +141,18 @@ def test_site_import_never_exceeds_the_limit(tmp_path_factory, fleet, limit_kw, 
     power = traces[traces.quantity == "power_kw"].groupby("entity")["value"].sum() / 60
     energy = traces[traces.quantity == "energy_kwh"].groupby("entity")["value"].last()
     np.testing.assert_allclose(power.sort_index(), energy.sort_index(), atol=1e-6)
+    # energy conservation: what the meter saw, times efficiency, is what the battery gained
+    events = pd.read_parquet(out / "events.parquet")
+    unplugged = {(row.time, f"{row.source}/{json.loads(row.payload)['evse_id']}"):
+                 json.loads(row.payload) for row in events[events.kind == "vehicle.plugged_out"]
+                 .itertuples()}
+    by_id = {p.session_id: p for p in plan.sessions}
+    for row in events[events.kind == "session.departed"].itertuples():
+        done = json.loads(row.payload)
+        planned = by_id[done["session_id"]]
+        final = unplugged[(row.time, done["evse"])]
+        gained_kwh = (final["soc"] - planned.arrival_soc) * planned.model.battery_capacity_kwh
+        assert abs(gained_kwh - final["session_energy_kwh"] * 0.92) < 1e-6
+        assert final["soc"] <= planned.target_soc + 1e-9
     if base_kw < limit_kw:
         assert result.kpis["kpis"]["limit_violations"]["value"] == 0
