@@ -38,7 +38,14 @@ class RunInputs:
     sources: dict[str, Any]
 
 
-def _ev_models() -> tuple[list[EvModel], list[float]]:
+def _ev_models(scenario: Scenario) -> tuple[list[EvModel], list[float]]:
+    fleet = scenario.vehicles.fleet
+    if fleet is not None:
+        return (
+            [EvModel(m.name, m.battery_capacity_kwh, m.ac_max_power_kw, m.ac_phases,
+                     m.dc_max_power_kw) for m in fleet],
+            [m.weight for m in fleet],
+        )
     models: list[EvModel] = []
     weights: list[float] = []
     for spec in load_ev_specs():
@@ -111,7 +118,7 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
     if stack > 1:
         sessions = stack_days(sessions, run.start, stack)
     sessions = sessions[(sessions["arrival"] >= run.start) & (sessions["arrival"] < run.end)]
-    models, weights = _ev_models()
+    models, weights = _ev_models(scenario)
     evses = [f"{sid}/{e}" for sid, evse_ids in scenario.evse_layout() for e in evse_ids]
     plan = plan_sessions(
         sessions,

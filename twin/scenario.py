@@ -137,6 +137,20 @@ class Sessions(_Model):
     stack_days: int = Field(1, ge=1, le=366)
 
 
+class FleetModel(_Model):
+    """An EV model given in the scenario instead of drawn from the ev2gym specs.
+
+    ``ac_phases``: on-board charger phases; ``weight``: relative share in the draw.
+    """
+
+    name: str
+    battery_capacity_kwh: float = Field(gt=0)
+    ac_max_power_kw: float = Field(gt=0)
+    ac_phases: Literal[1, 3] = 3
+    dc_max_power_kw: float = Field(0.0, ge=0)
+    weight: float = Field(1.0, gt=0)
+
+
 class Vehicles(_Model):
     """How a vehicle is attached to each session.
 
@@ -145,9 +159,12 @@ class Vehicles(_Model):
     energy a driver needs is the session's requested energy when the driver entered it
     in the ACN app (``claimed``), else its delivered energy (the ACN-Sim convention);
     the vehicle arrives with ``target_soc`` minus that need and stops at ``target_soc``.
+    ``fleet`` replaces the drawn models with the scenario's own list (e.g. a depot's
+    vans); the data set is then not needed.
     """
 
     dataset: Literal["ev_specs"] = "ev_specs"
+    fleet: list[FleetModel] | None = Field(None, min_length=1)
     target_soc: float = Field(0.9, gt=0, le=1)
     min_arrival_soc: float = Field(0.05, ge=0, lt=1)
     charge_efficiency: float = Field(0.92, gt=0, le=1)
@@ -280,7 +297,9 @@ class Scenario(_Model):
     @property
     def datasets(self) -> list[str]:
         """Names of the public data sets this scenario needs."""
-        names: list[str] = [self.sessions.dataset, self.vehicles.dataset]
+        names: list[str] = [self.sessions.dataset]
+        if self.vehicles.fleet is None:
+            names.append(self.vehicles.dataset)
         if self.prices is not None:
             names.append(self.prices.dataset)
         return names

@@ -73,3 +73,14 @@ def test_roundtrip_of_resolved_scenario() -> None:
     sc = parse_scenario(minimal())
     again = parse_scenario(yaml.safe_load(yaml.safe_dump(sc.model_dump(mode="json"))))
     assert again == sc
+
+
+def test_own_fleet_replaces_the_drawn_models() -> None:
+    data = minimal()
+    data["vehicles"] = {"fleet": [{"name": "eVan", "battery_capacity_kwh": 75,
+                                   "ac_max_power_kw": 11, "ac_phases": 3}]}
+    sc = parse_scenario(data)
+    assert "ev_specs" not in sc.datasets
+    data["vehicles"]["fleet"][0]["ac_phases"] = 2
+    with pytest.raises(ScenarioError, match=r"vehicles\.fleet\.0\.ac_phases"):
+        parse_scenario(data)
