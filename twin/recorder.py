@@ -8,15 +8,20 @@ Formats (DESIGN.md, "Run folder"):
 * ``events.parquet`` — ``time`` (timestamp[us, UTC]), ``source``, ``kind``, ``payload``
   (JSON text with sorted keys).
 
-Rows are buffered in columns and written as one row group every ``chunk_rows`` rows, so
-memory stays bounded on long runs. Events of one control step are sorted by
-(time, source, kind, payload) before they are written, so that concurrent protocol
-exchanges within a step cannot change the file: same scenario and seed, same bytes.
+While the run is written, rows are buffered in columns and flushed about once a second
+of wall time (or every ``chunk_rows`` rows) as part files that a live reader can read;
+on close the parts are merged into the final file. Memory stays bounded on long runs.
+Events of one control step are sorted by (time, source, kind, payload) before they are
+written, so that concurrent protocol exchanges within a step cannot change the file:
+same scenario and seed, same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time as _time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,21 +49,37 @@ EVENT_SCHEMA = pa.schema(
 )
 
 
-class _ChunkedParquet:
-    """Column buffers flushed to a Parquet file as row groups."""
+#: Rows per row group of the final files (fixed, so that equal content gives equal bytes).
+ROW_GROUP_ROWS = 250_000
 
-    def __init__(self, path: Path, schema: pa.Schema, chunk_rows: int) -> None:
+
+def parts_dir(path: Path) -> Path:
+    """Folder of the part files that stand for ``path`` while a run is being written."""
+    return path.with_name(path.name + ".parts")
+
+
+class _ChunkedParquet:
+    """Column buffers written as part files while running, merged into one file on close.
+
+    While a run is written, ``<name>.parquet.parts/part-NNNNNN.parquet`` holds complete,
+    atomically renamed Parquet files, one per flush, so a live reader (the dashboard)
+    sees every flushed row. :meth:`close` merges the parts in order into ``<name>.parquet``
+    with fixed row groups and removes the folder.
+    """
+
+    def __init__(
+        self, path: Path, schema: pa.Schema, chunk_rows: int, flush_interval_s: float
+    ) -> None:
         self._path = path
+        self._parts = parts_dir(path)
+        self._parts.mkdir(parents=True, exist_ok=True)
         self._schema = schema
         self._chunk_rows = chunk_rows
+        self._flush_interval_s = flush_interval_s
+        self._last_flush = _time.monotonic()
         self._columns: list[list[Any]] = [[] for _ in schema.names]
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            str(path),
-            schema,
-            compression="zstd",
-            use_dictionary=["entity", "quantity", "unit", "source", "kind"],
-            write_statistics=True,
-        )
+        self._n_parts = 0
+        self._closed = False
         self.rows_written = 0
 
     def _append_row(self, row: tuple[Any, ...]) -> None:
@@ -67,32 +88,75 @@ class _ChunkedParquet:
         if len(self._columns[0]) >= self._chunk_rows:
             self.flush()
 
+    def maybe_flush(self) -> None:
+        """Flush when ``flush_interval_s`` of wall time has passed since the last flush.
+
+        Called once per control step by the runtime, so that a live reader lags the run
+        by about that interval whatever the run's speed.
+        """
+        if _time.monotonic() - self._last_flush >= self._flush_interval_s:
+            self.flush()
+
     def flush(self) -> None:
-        """Write buffered rows as one row group."""
-        if not self._columns[0] or self._writer is None:
+        """Write the buffered rows as the next part file (atomic rename)."""
+        self._last_flush = _time.monotonic()
+        if not self._columns[0] or self._closed:
             return
         table = pa.Table.from_arrays(
-            [pa.array(col, type=field.type) for col, field in zip(
-                self._columns, self._schema, strict=True)],
+            [
+                pa.array(col, type=field.type)
+                for col, field in zip(self._columns, self._schema, strict=True)
+            ],
             schema=self._schema,
         )
-        self._writer.write_table(table)
+        self._n_parts += 1
+        final = self._parts / f"part-{self._n_parts:06d}.parquet"
+        tmp = final.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
         self.rows_written += table.num_rows
         self._columns = [[] for _ in self._schema.names]
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
+        """Flush, merge the parts into the final file and remove them (idempotent)."""
+        if self._closed:
+            return
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._closed = True
+        tmp = self._path.with_suffix(".parquet.tmp")
+        with pq.ParquetWriter(
+            str(tmp),
+            self._schema,
+            compression="zstd",
+            use_dictionary=["entity", "quantity", "unit", "source", "kind"],
+            write_statistics=True,
+        ) as writer:
+            pending: list[pa.Table] = []
+            pending_rows = 0
+            for part in sorted(self._parts.glob("part-*.parquet")):
+                table = pq.read_table(part, schema=self._schema)
+                pending.append(table)
+                pending_rows += table.num_rows
+                while pending_rows >= ROW_GROUP_ROWS:
+                    merged = pa.concat_tables(pending)
+                    writer.write_table(merged.slice(0, ROW_GROUP_ROWS))
+                    pending = [merged.slice(ROW_GROUP_ROWS)]
+                    pending_rows -= ROW_GROUP_ROWS
+            if pending_rows or not self.rows_written:
+                merged = (pa.concat_tables(pending) if pending
+                          else self._schema.empty_table())
+                writer.write_table(merged)
+        os.replace(tmp, self._path)
+        shutil.rmtree(self._parts)
 
 
 class TraceWriter(_ChunkedParquet):
     """Writer of ``traces.parquet``."""
 
-    def __init__(self, path: Path, chunk_rows: int = 200_000) -> None:
-        super().__init__(path, TRACE_SCHEMA, chunk_rows)
+    def __init__(
+        self, path: Path, chunk_rows: int = 200_000, flush_interval_s: float = 1.0
+    ) -> None:
+        super().__init__(path, TRACE_SCHEMA, chunk_rows, flush_interval_s)
 
     def add(self, time: datetime, entity: str, quantity: str, value: float, unit: str) -> None:
         """Add one sample; ``time`` tz-aware UTC, ``value`` in ``unit``."""
@@ -107,8 +171,10 @@ class TraceWriter(_ChunkedParquet):
 class EventWriter(_ChunkedParquet):
     """Writer of ``events.parquet`` that orders each step's events deterministically."""
 
-    def __init__(self, path: Path, chunk_rows: int = 50_000) -> None:
-        super().__init__(path, EVENT_SCHEMA, chunk_rows)
+    def __init__(
+        self, path: Path, chunk_rows: int = 50_000, flush_interval_s: float = 1.0
+    ) -> None:
+        super().__init__(path, EVENT_SCHEMA, chunk_rows, flush_interval_s)
         self._pending: list[tuple[datetime, str, str, str]] = []
         self._aliases: list[tuple[str, str]] = []
 

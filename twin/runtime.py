@@ -351,6 +351,8 @@ class LockStepRuntime:
                 import_kw[k - 1], ev_kw[k - 1], _ = self._sample(
                     t_k, last_register, run.step_s, k)
                 self.events.commit_step()
+                self.traces.maybe_flush()
+                self.events.maybe_flush()
                 if self.on_progress is not None:
                     self.on_progress(k, steps, t_k)
         finally:

@@ -8,6 +8,8 @@ the scenario's KPI assertions.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,28 @@ def check_assertions(scenario: Scenario, doc: dict[str, Any]) -> list[str]:
     return failures
 
 
+def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+    """Write ``status.json`` (state ``running``, ``finished`` or ``failed``, UTC times).
+
+    Written atomically; a live reader tells a run in progress from a finished one by it.
+    """
+    path = run_dir / "status.json"
+    doc: dict[str, Any] = {}
+    if path.exists():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    now = datetime.now(UTC).isoformat()
+    doc["state"] = state
+    doc.setdefault("started_at", now)
+    doc["updated_at"] = now
+    if state != "running":
+        doc["finished_at"] = now
+    if error:
+        doc["error"] = error
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def new_run_dir(runs_root: Path, name: str) -> Path:
     """A fresh ``<runs_root>/<name>-<UTC timestamp>`` folder."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -96,10 +120,16 @@ async def run_scenario(
     (run_dir / "scenario.yaml").write_text(
         yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8"
     )
+    write_status(run_dir, "running")
     runtime = LockStepRuntime(scenario, inputs, run_dir, on_progress=on_progress)
-    output = await runtime.run()
+    try:
+        output = await runtime.run()
+    except BaseException as err:
+        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+        raise
     doc = {"scenario": scenario.name, "seed": scenario.run.seed, **output.kpis}
     (run_dir / "kpis.json").write_text(kpi_doc.dumps(doc), encoding="utf-8")
+    write_status(run_dir, "finished")
     failures = check_assertions(scenario, doc)
     if failures:
         raise KpiAssertionError(run_dir, doc, failures)
