@@ -16,7 +16,8 @@ from twin.session_run import run_scenario
 def _scenario(name: str, limit_kw: float, strategy: str) -> dict:
     return {
         "name": name,
-        "site": {"grid_limit_kw": limit_kw, "safety_margin_kw": 1, "timezone": "America/Los_Angeles",
+        "site": {"grid_limit_kw": limit_kw, "safety_margin_kw": 1,
+                 "timezone": "America/Los_Angeles",
                  "base_load": {"kind": "constant", "power_kw": 3}},
         "stations": [{"prefix": "CA", "count": 6, "kind": "ac_22kw", "ocpp_version": "2.0.1"},
                      {"prefix": "CB", "count": 2, "kind": "ac_11kw", "ocpp_version": "1.6"}],
