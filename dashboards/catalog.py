@@ -1,5 +1,7 @@
-"""The runs a dashboard or API process serves: every run folder under a root plus any
-folders named on the command line, addressed by a run id (the folder name).
+"""The runs a dashboard or API process serves.
+
+Every run folder under a root plus any folders named on the command line, addressed by a
+run id (the folder name).
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ class RunCatalog:
         for info in list_runs(self.root) if self.root.is_dir() else []:
             found[info.name] = info.path
         for p in self.extra:
-            rid = (
-                p.name if p.name not in found or found[p.name] == p else f"{p.parent.name}.{p.name}"
-            )
+            clash = p.name in found and found[p.name] != p
+            rid = f"{p.parent.name}.{p.name}" if clash else p.name
             found[rid] = p
         return found
 
