@@ -28,7 +28,7 @@ from rich.table import Table
 from twin import data_cache
 from twin.datasets import DataSetError
 from twin.scenario import ScenarioError, load_scenario
-from twin.session_run import KpiAssertionError, run_scenario
+from twin.session_run import KpiAssertionError, new_run_dir, run_scenario
 
 #: The flagship scenario, run by ``migrid run`` without arguments.
 FLAGSHIP = Path(__file__).resolve().parent.parent / "scenarios" / "caltech_week.yaml"
@@ -77,6 +77,12 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log protocol warnings.")
     ] = False,
+    dash: Annotated[
+        bool,
+        typer.Option("--dash", help="Serve the dashboard's live view of this run; after the "
+                     "run it keeps serving until Ctrl-C."),
+    ] = False,
+    dash_port: Annotated[int, typer.Option("--dash-port", help="Port for --dash.")] = 8050,
 ) -> None:
     """Run a scenario in the lock-step twin and print its KPIs.
 
@@ -92,6 +98,12 @@ def run(
     except (ScenarioError, DataSetError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+    server = None
+    if dash:
+        sc = load_scenario(path)
+        out = out or new_run_dir(runs_root, sc.name)
+        server = _start_dashboard(out.parent, [], "127.0.0.1", dash_port)
+        console.print(f"live view: {server.url}live/{out.name}")
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -133,6 +145,52 @@ def run(
             raise typer.Exit(1) from None
     console.print(_kpi_table(result.kpis))
     console.print(f"run folder: {result.run_dir}")
+    if server is not None:
+        console.print(f"dashboard: {server.url}run/{result.run_dir.name}  (Ctrl-C to stop)")
+        _serve_until_interrupted(server)
+
+
+def _start_dashboard(root: Path, run_dirs: list[Path], host: str, port: int) -> Any:
+    # The CLI is the one module of twin that imports dashboards (lazily): the dashboard
+    # reads run folders and never needs the runtime.
+    from dashboards.catalog import RunCatalog
+    from dashboards.server import DashboardServer
+
+    server = DashboardServer(RunCatalog(root, run_dirs), host=host, port=port)
+    server.start()
+    return server
+
+
+def _serve_until_interrupted(server: Any) -> None:
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@app.command("dash")
+def dash_command(
+    run_dirs: Annotated[
+        list[Path] | None, typer.Argument(help="Run folders to show besides those under --root.")
+    ] = None,
+    root: Annotated[Path, typer.Option("--root", help="Folder of run folders.")] = Path("runs"),
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8050,
+) -> None:
+    """Serve the dashboard (run list, run view, compare, live) and the read API at /api.
+
+    Prints the URL and serves until Ctrl-C. The read API's OpenAPI docs are at /api/docs.
+    """
+    from twin.run_folder import RunFolderError
+
+    try:
+        server = _start_dashboard(root, list(run_dirs or []), host, port)
+    except (RunFolderError, RuntimeError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"dashboard: {server.url}   read API: {server.url}api/docs   (Ctrl-C to stop)")
+    _serve_until_interrupted(server)
 
 
 @data_app.command("fetch")
