@@ -40,6 +40,7 @@ from dashboards.api_models import (
 )
 from dashboards.api_query import (
     HEADLINE_KPIS,
+    ISO_TIME,
     SORT_FIELDS,
     check_names,
     estimate_rows,
@@ -278,13 +279,13 @@ class _ReadApi:
         ] = None,
         start: Annotated[
             str | None,
-            Query(description="First sample time, ISO 8601 with zone (inclusive).",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="First sample time, ISO 8601 with zone (inclusive)."),
+            ISO_TIME,
         ] = None,
         end: Annotated[
             str | None,
-            Query(description="Last sample time, ISO 8601 with zone (inclusive).",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="Last sample time, ISO 8601 with zone (inclusive)."),
+            ISO_TIME,
         ] = None,
         format: Annotated[
             Format, Query(description="`json`, or a `csv` / `parquet` download.")
@@ -369,13 +370,13 @@ class _ReadApi:
         ] = None,
         start: Annotated[
             str | None,
-            Query(description="Earliest event time, ISO 8601 with zone (inclusive).",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="Earliest event time, ISO 8601 with zone (inclusive)."),
+            ISO_TIME,
         ] = None,
         end: Annotated[
             str | None,
-            Query(description="Latest event time, ISO 8601 with zone (inclusive).",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="Latest event time, ISO 8601 with zone (inclusive)."),
+            ISO_TIME,
         ] = None,
         q: Annotated[
             str | None,

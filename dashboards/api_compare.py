@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from dashboards import api_encode as enc
 from dashboards.api_models import ErrorBody
-from dashboards.api_query import check_names, time_range
+from dashboards.api_query import ISO_TIME, check_names, time_range
 from twin import compare as cmp
 from twin.run_folder import RunFolder
 
@@ -164,13 +164,13 @@ def add_compare_route(
         ] = None,
         start: Annotated[
             str | None,
-            Query(description="Compare from this time, ISO 8601 with zone.",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="Compare from this time, ISO 8601 with zone."),
+            ISO_TIME,
         ] = None,
         end: Annotated[
             str | None,
-            Query(description="Compare up to this time, ISO 8601 with zone.",
-                  json_schema_extra={"format": "date-time"}),
+            Query(description="Compare up to this time, ISO 8601 with zone."),
+            ISO_TIME,
         ] = None,
         step_s: Annotated[
             float | None,

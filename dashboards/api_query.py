@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 from fastapi import HTTPException
+from pydantic import WithJsonSchema
 
 from twin.run_folder import RunInfo
 
@@ -31,6 +32,10 @@ SORT_FIELDS = (
     "id", "scenario", "kind", "state", "start", "end", "duration_h", "step_s",
     *HEADLINE_KPIS,
 )
+
+#: Schema of a time query parameter: documented as RFC 3339 ``date-time``, checked by
+#: :func:`parse_time` (so that a refusal says why).
+ISO_TIME = WithJsonSchema({"type": "string", "format": "date-time"})
 
 #: Most names listed in a 404 about unknown entities or quantities.
 _MAX_LISTED = 40
