@@ -18,8 +18,11 @@ Conventions of every route:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -104,13 +107,24 @@ _DOWNLOAD_CONTENT = {
 }
 
 
+@dataclass
+class _Cached:
+    """A run's series catalog and time span, valid while ``key`` (file identity) holds."""
+
+    key: Any
+    catalog: pd.DataFrame
+    span: tuple[datetime, datetime] | None = None
+    span_known: bool = False
+
+
 class _ReadApi:
     """Route handlers over one :class:`RunCatalog`."""
 
     def __init__(self, catalog: RunCatalog, json_max_rows: int) -> None:
         self.catalog = catalog
         self.json_max_rows = json_max_rows
-        self._catalogs: OrderedDict[Path, tuple[Any, pd.DataFrame]] = OrderedDict()
+        self._cache: OrderedDict[Path, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
     def _run(self, run_id: str) -> RunFolder:
@@ -133,23 +147,37 @@ class _ReadApi:
         except OSError:
             return read(RunFolder(run.path))
 
-    def _series_catalog(self, run: RunFolder) -> pd.DataFrame:
-        """Distinct (entity, quantity, unit) of a run, remembered while its files stay."""
+    def _cached(self, run: RunFolder) -> _Cached:
+        """What is remembered of a run's traces while its files stay as they are."""
         final = run.path / "traces.parquet"
         if final.is_file():
             st = final.stat()
             key: Any = ("final", st.st_mtime_ns, st.st_size)
         else:
             key = ("parts", tuple(sorted(p.name for p in parts_dir(final).glob("*.parquet"))))
-        hit = self._catalogs.get(run.path)
-        if hit is not None and hit[0] == key:
-            self._catalogs.move_to_end(run.path)
-            return hit[1]
-        frame = self._read(run, lambda r: r.catalog())
-        self._catalogs[run.path] = (key, frame)
-        while len(self._catalogs) > _CATALOG_CACHE_SIZE:
-            self._catalogs.popitem(last=False)
-        return frame
+        with self._lock:  # handlers run in a thread pool
+            hit = self._cache.get(run.path)
+            if hit is not None and hit.key == key:
+                self._cache.move_to_end(run.path)
+                return hit
+        entry = _Cached(key, self._read(run, lambda r: r.catalog()))
+        with self._lock:
+            self._cache[run.path] = entry
+            while len(self._cache) > _CATALOG_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return entry
+
+    def _series_catalog(self, run: RunFolder) -> pd.DataFrame:
+        """Distinct (entity, quantity, unit) of a run's traces."""
+        return self._cached(run).catalog
+
+    def _time_span(self, run: RunFolder) -> tuple[datetime, datetime] | None:
+        """First and last sample time of a run's traces."""
+        entry = self._cached(run)
+        if not entry.span_known:
+            entry.span = self._read(run, lambda r: r.time_range())
+            entry.span_known = True
+        return entry.span
 
     @staticmethod
     def _summary(run_id: str, info: RunInfo, live: bool) -> dict[str, Any]:
@@ -248,7 +276,7 @@ class _ReadApi:
         """What the run's traces hold: entities, quantities and their units, time span."""
         run = self._run(run_id)
         frame = self._series_catalog(run)
-        span = self._read(run, lambda r: r.time_range())
+        span = self._time_span(run)
         units: dict[str, str] = {}
         for q, u in zip(frame["quantity"], frame["unit"], strict=True):
             units.setdefault(str(q), str(u))
@@ -508,6 +536,18 @@ def create_api(catalog: RunCatalog, *, json_max_rows: int = JSON_MAX_ROWS) -> Fa
         tags=["data"],
     )
     _add_compare(router, api)
+
+    def unknown_route(rest: str, request: Request) -> None:
+        if request.method != "GET":
+            raise HTTPException(405, f"the read API answers GET only, not {request.method}")
+        raise HTTPException(404, f"no route /api/{rest}; see /api/docs")
+
+    # Last: any other /api request gets a JSON 404 or 405, even where the Dash app is
+    # mounted at / of the same app.
+    router.add_api_route(
+        "/{rest:path}", unknown_route, include_in_schema=False,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    )
     app.include_router(router)
     return app
 

@@ -284,6 +284,7 @@ def test_events_filter_by_kind_and_text(client, run_a) -> None:
         ("/api/runs/morning_a/traces", {"max_points": "many"}, 422, "max_points"),
         ("/api/runs/morning_a/events", {"limit": 0}, 422, "limit"),
         ("/api/runs", {"sort": "colour"}, 422, "peak_import_kw"),
+        ("/api/rnus", {}, 404, "/api/docs"),
     ],
 )
 def test_bad_queries_get_a_4xx_with_a_reason(client, url, params, status, reason) -> None:
@@ -292,6 +293,11 @@ def test_bad_queries_get_a_4xx_with_a_reason(client, url, params, status, reason
     body = r.json()
     assert set(body) == {"detail"} and isinstance(body["detail"], str)
     assert reason in body["detail"], body["detail"]
+
+
+def test_writes_are_refused(client) -> None:
+    r = client.post("/api/runs", json={})
+    assert r.status_code == 405 and "GET only" in r.json()["detail"]
 
 
 # ------------------------------------------------------------------------------ live run
