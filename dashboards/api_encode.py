@@ -171,12 +171,20 @@ def traces_json(
         body["rows"] = len(rows)
         body["columns"] = {
             "time": _naive_utc(rows["time"]),
-            "entity": rows["entity"].astype(str).tolist(),
-            "quantity": rows["quantity"].astype(str).tolist(),
+            "entity": _texts(rows["entity"]),
+            "quantity": _texts(rows["quantity"]),
             "value": rows["value"].to_numpy(dtype="float64"),
-            "unit": rows["unit"].astype(str).tolist(),
+            "unit": _texts(rows["unit"]),
         }
     return orjson.dumps(body, option=_JSON_OPTS)
+
+
+def _texts(column: pd.Series) -> list[str]:
+    """A text column as a list of str (via its few distinct values: faster)."""
+    codes, uniques = pd.factorize(column)
+    names = np.asarray([str(u) for u in uniques], dtype=object)
+    out: list[str] = names[codes].tolist() if len(names) else [""] * len(codes)
+    return out
 
 
 def events_json(frame: pd.DataFrame, header: dict[str, Any]) -> bytes:
@@ -224,8 +232,7 @@ def csv_chunks(table: pa.Table) -> Iterator[bytes]:
     """CSV text of ``table`` in chunks: a header line, then rows (times ISO 8601 ``Z``)."""
     if "time" in table.column_names:
         i = table.column_names.index("time")
-        stamps = pc.strftime(table.column("time"), format="%Y-%m-%dT%H:%M:%SZ")
-        table = table.set_column(i, "time", stamps)
+        table = table.set_column(i, "time", _iso_text(table.column("time")))
     options = pa_csv.WriteOptions(include_header=True)
     if table.num_rows == 0:
         sink = io.BytesIO()
@@ -237,6 +244,18 @@ def csv_chunks(table: pa.Table) -> Iterator[bytes]:
         pa_csv.write_csv(batch, sink, options)
         yield sink.getvalue()
         options = pa_csv.WriteOptions(include_header=False)
+
+
+def _iso_text(times: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO 8601 UTC text (``2019-09-10T14:01:00.000000Z``) of a UTC timestamp column.
+
+    Cast as naive UTC: Arrow's zone-aware cast to text is about 20 times slower.
+    """
+    unit = times.type.unit if pa.types.is_timestamp(times.type) else "us"
+    text = pc.cast(times.cast(pa.timestamp(unit)), pa.string())
+    text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    joined: pa.ChunkedArray = pc.binary_join_element_wise(text, "Z", "")
+    return joined
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
