@@ -235,9 +235,12 @@ def parse_filter(query: str | None) -> list[Clause]:
 def _apply(frame: pd.DataFrame, c: Clause) -> pd.DataFrame:
     if c.column == "time":
         col = frame["time"]
-        if c.op == "startswith":
-            stamp = col.dt.strftime("%Y-%m-%dT%H:%M:%S")
-            hit = stamp.str.startswith(c.value.replace(" ", "T")).to_numpy(dtype=bool)
+        if c.op in ("startswith", "contains", "icontains"):
+            # As shown in the table: "2019-09-10 14:05:00".
+            stamp = col.dt.strftime("%Y-%m-%d %H:%M:%S")
+            text_value = c.value.replace("T", " ")
+            hit = (stamp.str.startswith(text_value) if c.op == "startswith"
+                   else stamp.str.contains(text_value, regex=False)).to_numpy(dtype=bool)
             found: pd.DataFrame = frame[hit]
             return found
         t = _time(c.value) or _time(c.value + "T00:00")
@@ -245,8 +248,7 @@ def _apply(frame: pd.DataFrame, c: Clause) -> pd.DataFrame:
             raise ValueError(f"cannot read time {c.value!r}")
         ts = pd.Timestamp(t)
         mask = {"eq": col == ts, "ieq": col == ts, "ne": col != ts, "gt": col > ts,
-                "ge": col >= ts, "lt": col < ts, "le": col <= ts,
-                "contains": col == ts, "icontains": col == ts}[c.op]
+                "ge": col >= ts, "lt": col < ts, "le": col <= ts}[c.op]
         return frame[mask.to_numpy(dtype=bool)]
     text = frame[c.column].astype(str)
     if c.op == "eq":

@@ -351,8 +351,10 @@ def soc_figure(view: RunView, *, revision: str = "", total_points: int = SOC_POI
                     if s.entity in view.evses else 0):
         x, y = downsample_line(s.x, s.y * 100.0, per, gap_threshold(s.x))
         traces.append({
-            "type": "scattergl", "mode": "lines", "name": s.entity, "x": typed(x),
-            "y": typed(y), "line": {"width": 1},
+            # SVG: faster than WebGL for a few hundred points per line, and WebGL is
+            # software-rendered on machines without a GPU.
+            "type": "scatter", "mode": "lines", "name": s.entity, "x": typed(x),
+            "y": typed(y, "f4"), "line": {"width": 1},
             "hovertemplate": "%{y:.1f} %<extra>" + s.entity + "</extra>",
         })
     return {

@@ -11,6 +11,7 @@ when the run's status is no longer ``running``.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +31,7 @@ from dashboards.figures import (
     soc_figure,
 )
 from dashboards.formatting import kpi_label, number, share_or_value, when
-from dashboards.series import load_view, parse_time
+from dashboards.series import load_view, parse_time, prefetch_catalog
 from twin.run_folder import RunFolder, RunFolderError, RunInfo
 
 #: Refresh period of a live run [ms].
@@ -54,8 +55,9 @@ class RunFigures:
         soc: vehicle SoC figure.
         info: the run's summary (state, window, KPIs).
         kpis: KPI cards as ``(label, value text)``.
-        timings: seconds per step (``read``, ``events``, ``site``, ``heatmap``, ``soc``,
-            ``total``).
+        timings: seconds per step (``read``: traces, while the events are read beside;
+            ``events``: what is left of reading the events; ``site``, ``heatmap``,
+            ``soc``: building each figure; ``total``).
         points: points (cells) sent per figure.
     """
 
@@ -90,13 +92,15 @@ def render(rf: RunFolder, start: datetime | None = None, end: datetime | None = 
     times).
     """
     t0 = time.perf_counter()
-    info = rf.info()
-    view = load_view(rf, start, end)
-    t1 = time.perf_counter()
-    try:
-        ev = overlay(overlay_events(rf, start, end))
-    except (OSError, pa.ArrowException):
-        ev = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        events = pool.submit(overlay_events, rf, start, end)
+        info = rf.info()
+        view = load_view(rf, start, end)
+        t1 = time.perf_counter()
+        try:
+            ev = overlay(events.result())
+        except (OSError, pa.ArrowException):
+            ev = None
     t2 = time.perf_counter()
     site = site_figure(view, ev, revision=revision)
     t3 = time.perf_counter()
@@ -152,6 +156,7 @@ def layout(pages: Pages, run_id: str, live: bool = False) -> html.Div:
         return unknown_run(pages, err)
     except (OSError, RunFolderError) as err:
         return html.Div([html.H2("Run not readable"), html.P(str(err))], className="notice")
+    prefetch_catalog(rf)  # read while the browser asks for the figures
     running = info.state == "running"
     graph_config: Any = {"displaylogo": False, "scrollZoom": False}
     return html.Div(

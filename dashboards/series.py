@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -324,15 +325,46 @@ def folder_token(rf: RunFolder) -> tuple[str, int, int]:
         return (str(rf.path), -len(names), hash(tuple(names[-3:])))
 
 
+_INFLIGHT: dict[Any, threading.Event] = {}
+_INFLIGHT_LOCK = threading.Lock()
+
+
 def trace_catalog(rf: RunFolder) -> pd.DataFrame:
-    """The run's (entity, quantity, unit), remembered while the traces do not change."""
+    """The run's (entity, quantity, unit), remembered while the traces do not change.
+
+    Concurrent callers for the same folder state wait for one read instead of each
+    reading the whole file.
+    """
     key = folder_token(rf)
     found = _CATALOGS.get(key)
-    if found is None:
-        found = rf.catalog()
-        _CATALOGS.put(key, found)
-    frame: pd.DataFrame = found
+    if found is not None:
+        cached: pd.DataFrame = found
+        return cached
+    with _INFLIGHT_LOCK:
+        pending = _INFLIGHT.get(key)
+        if pending is None:
+            _INFLIGHT[key] = threading.Event()
+    if pending is not None:
+        pending.wait(timeout=60)
+        found = _CATALOGS.get(key)
+        if found is not None:
+            waited: pd.DataFrame = found
+            return waited
+    try:
+        frame = rf.catalog()
+        _CATALOGS.put(key, frame)
+    finally:
+        if pending is None:
+            with _INFLIGHT_LOCK:
+                _INFLIGHT.pop(key).set()
     return frame
+
+
+def prefetch_catalog(rf: RunFolder) -> None:
+    """Start reading the run's trace catalog in the background (for the next callback)."""
+    if _CATALOGS.get(folder_token(rf)) is None:
+        threading.Thread(target=trace_catalog, args=(rf,), daemon=True,
+                         name="catalog-prefetch").start()
 
 
 @dataclass
@@ -402,14 +434,18 @@ def load_view(rf: RunFolder, start: datetime | None = None,
     }
     evses, site_entities = split_entities(catalog)
     cols = ["time", "entity", "quantity", "value"]
-    site_long = _Long.of(
-        rf.traces(entities=site_entities, start=start, end=end, columns=cols)
-        if site_entities else pd.DataFrame(columns=cols)
-    )
-    evse_long = _Long.of(
-        rf.traces(quantities=["power_kw", "soc"], start=start, end=end, columns=cols)
-        if evses else pd.DataFrame(columns=cols)
-    )
+
+    def scan(entities: list[str] | None, quantities: list[str] | None) -> _Long:
+        return _Long.of(rf.traces(entities=entities, quantities=quantities, start=start,
+                                  end=end, columns=cols))
+
+    # The two scans overlap: Parquet decoding runs outside the GIL.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        site_job = pool.submit(scan, site_entities, None) if site_entities else None
+        evse_job = pool.submit(scan, None, ["power_kw", "soc"]) if evses else None
+        empty = _Long.of(pd.DataFrame(columns=cols))
+        site_long = site_job.result() if site_job else empty
+        evse_long = evse_job.result() if evse_job else empty
     read_s = time.perf_counter() - t0
     site = site_long.series(units)
     row_of = {e: i for i, e in enumerate(evses)}

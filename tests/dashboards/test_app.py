@@ -166,7 +166,7 @@ def test_run_view_graphs_render_with_data_and_share_zoom(page, base_url, shots,
     assert any(name.startswith("session.") for name in site)  # domain events as markers
     assert heat[0]["type"] == "heatmap" and heat[0]["rows"] == 8
     assert heat[0]["n"] == 8 * 360
-    assert len(soc) == 8 and all(t["type"] == "scattergl" for t in soc)
+    assert len(soc) == 8 and all(t["type"] == "scatter" for t in soc)
     # KPI cards carry the values of kpis.json.
     kpis = json.loads((run_a / "kpis.json").read_text())["kpis"]
     cards = page.inner_text("#run-kpis")

@@ -221,6 +221,9 @@ def test_event_page_filters_and_pages_on_the_server(run_a: Path) -> None:
     t = datetime(2019, 9, 10, 17, tzinfo=UTC)
     late = event_page(rf, "{time} >= 2019-09-10 17:00", 0, 1000)
     assert late.total == int((every["time"] >= pd.Timestamp(t)).sum())
+    typed_time = event_page(rf, "{time} contains 2019-09-10 17:0", 0, 1000)
+    assert typed_time.total == int(((every["time"] >= pd.Timestamp(t)) & (
+        every["time"] < pd.Timestamp(t + timedelta(minutes=10)))).sum())
     in_range = event_page(rf, "", 0, 10, start=t, end=t + timedelta(hours=1))
     assert in_range.total == int(((every["time"] >= pd.Timestamp(t))
                                   & (every["time"] <= pd.Timestamp(t + timedelta(hours=1))))
