@@ -42,7 +42,6 @@ from dashboards.api_models import (
     TracesBody,
 )
 from dashboards.api_query import (
-    HEADLINE_KPIS,
     ISO_TIME,
     SORT_FIELDS,
     check_names,
@@ -53,6 +52,7 @@ from dashboards.api_query import (
     time_range,
 )
 from dashboards.catalog import RunCatalog, UnknownRunError
+from dashboards.formatting import HEADLINE_KPIS
 from twin.recorder import EVENT_SCHEMA, TRACE_SCHEMA, parts_dir
 from twin.run_folder import RunFolder, RunFolderError, RunInfo
 

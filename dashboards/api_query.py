@@ -16,16 +16,8 @@ import pandas as pd
 from fastapi import HTTPException
 from pydantic import WithJsonSchema
 
+from dashboards.formatting import HEADLINE_KPIS
 from twin.run_folder import RunInfo
-
-#: KPIs of the run list, in the order shown.
-HEADLINE_KPIS = (
-    "peak_import_kw",
-    "energy_delivered_kwh",
-    "energy_met_share",
-    "limit_violations",
-    "energy_cost",
-)
 
 #: Fields ``GET /api/runs?sort=`` accepts (a ``-`` prefix sorts descending).
 SORT_FIELDS = (
