@@ -13,6 +13,8 @@ that opening one quantity of a week of 100 EVSEs does not read the whole file.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +48,33 @@ _READ_FORMAT = ds.ParquetFileFormat(
 
 def _subschema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
     return pa.schema([schema.field(c) for c in columns])
+
+
+#: Part files already read, by path: (size, mtime, table). Parts never change once
+#: renamed into place, so a live view re-reads only the parts flushed since its last
+#: refresh. Bounded by rows; the oldest entries go first.
+_PART_CACHE: OrderedDict[Path, tuple[int, int, pa.Table]] = OrderedDict()
+_PART_CACHE_MAX_ROWS = 20_000_000
+_part_cache_rows = 0
+_part_cache_lock = threading.Lock()
+
+
+def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    global _part_cache_rows
+    st = path.stat()
+    with _part_cache_lock:
+        hit = _PART_CACHE.get(path)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            _PART_CACHE.move_to_end(path)
+            return hit[2]
+    table = ds.dataset(path, format=_READ_FORMAT, schema=schema).to_table()
+    with _part_cache_lock:
+        _PART_CACHE[path] = (st.st_size, st.st_mtime_ns, table)
+        _part_cache_rows += table.num_rows
+        while _part_cache_rows > _PART_CACHE_MAX_ROWS and len(_PART_CACHE) > 1:
+            _, (_, _, old) = _PART_CACHE.popitem(last=False)
+            _part_cache_rows -= old.num_rows
+    return table
 
 
 class RunFolderError(ValueError):
@@ -197,7 +226,14 @@ class RunFolder:
         parts = sorted(parts_dir(final).glob("part-*.parquet"))
         if not parts:
             return None
-        return ds.dataset([str(p) for p in parts], format=_READ_FORMAT, schema=read_schema)
+        try:
+            tables = [_read_part(p, read_schema) for p in parts]
+        except FileNotFoundError:
+            # the run closed between listing and reading: its parts were merged
+            if final.is_file():
+                return ds.dataset(final, format=_READ_FORMAT, schema=read_schema)
+            raise
+        return ds.dataset(pa.concat_tables(tables))
 
     def traces(
         self,
