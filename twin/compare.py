@@ -885,6 +885,9 @@ def lttb_indices(x: np.ndarray, y: np.ndarray, n_out: int) -> np.ndarray:
         chosen = np.arange(n, dtype=np.int64)
         return chosen if keep is None else keep.astype(np.int64)
 
+    if n_out == 2:
+        chosen = np.array([0, n - 1], dtype=np.int64)
+        return chosen if keep is None else keep[chosen].astype(np.int64)
     nb = n_out - 2
     # Bucket i holds points edges[i] .. edges[i+1]-1 (edges[0] = 1, edges[nb] = n - 1),
     # i.e. floor(i * every) + 1 with every = (n - 2) / nb, in exact integer arithmetic.
