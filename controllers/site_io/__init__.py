@@ -1,0 +1,25 @@
+"""Site I/O clients: SunSpec over Modbus TCP and OPC UA, on injected time."""
+
+from controllers.site_io.common import (
+    Backoff,
+    ModbusExceptionError,
+    Reading,
+    SiteIoError,
+    SiteIoProtocolError,
+    SiteIoUnavailableError,
+    is_stale,
+)
+from controllers.site_io.sunspec_client import SunSpecClient
+from controllers.site_io.sunspec_models import SunSpecModelError
+
+__all__ = [
+    "Backoff",
+    "ModbusExceptionError",
+    "Reading",
+    "SiteIoError",
+    "SiteIoProtocolError",
+    "SiteIoUnavailableError",
+    "SunSpecClient",
+    "SunSpecModelError",
+    "is_stale",
+]

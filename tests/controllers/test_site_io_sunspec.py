@@ -1,0 +1,214 @@
+"""SunSpec client against the SunSpec device server over real sockets (port 0)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controllers.site_io import (
+    Backoff,
+    ModbusExceptionError,
+    Reading,
+    SiteIoUnavailableError,
+    SunSpecClient,
+    SunSpecModelError,
+    is_stale,
+)
+from controllers.site_io.sunspec_models import decode_raw, encode_raw, model_def
+from devices.sunspec.image import SunSpecImage
+from devices.sunspec.server import SunSpecServer
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _image() -> SunSpecImage:
+    return SunSpecImage(
+        [1, 203, 704],
+        scale_factors={
+            "203.A_SF": -2,
+            "203.V_SF": -1,
+            "203.Hz_SF": -2,
+            "203.W_SF": 1,
+            "203.TotWh_SF": 0,
+            "704.WMaxLimPct_SF": -1,
+            "704.WSet_SF": 0,
+            "704.WSetPct_SF": 0,
+            "704.PF_SF": -3,
+        },
+        values={
+            "1.Mn": "MiGrid",
+            "1.Md": "Meter-X",
+            "1.SN": "SN0001",
+            "203.A": 123.45,
+            "203.PhV": 230.1,
+            "203.Hz": 50.01,
+            "203.W": 85000,
+            "203.TotWhImp": 123456,
+            "704.WMaxLimPct": 100.0,
+            "704.WMaxLimPctEna": 0,
+        },
+    )
+
+
+@pytest.fixture
+async def server():
+    srv = SunSpecServer(_image())
+    await srv.start("127.0.0.1", 0)
+    yield srv
+    await srv.close()
+
+
+def _client(srv: SunSpecServer) -> SunSpecClient:
+    assert srv.port is not None
+    return SunSpecClient(
+        "127.0.0.1",
+        srv.port,
+        device_id=1,
+        timeout_s=0.5,
+        backoff=Backoff(timedelta(seconds=1), timedelta(seconds=8)),
+    )
+
+
+async def test_discovery_finds_models(server: SunSpecServer) -> None:
+    client = _client(server)
+    models = await client.connect(T0)
+    assert client.base == 40000
+    assert sorted(models) == [1, 203, 704]
+    assert models[1][0] == (40002, 66)
+    assert models[203][0][1] == model_def(203).length
+    assert models[704][0][1] == model_def(704).length
+    assert client.busy == 0
+    await client.close()
+
+
+async def test_read_with_scale_factors_and_not_implemented(server: SunSpecServer) -> None:
+    client = _client(server)
+    common = await client.read_model(1, T0)
+    assert common["Mn"].value == "MiGrid"
+    assert common["SN"].value == "SN0001"
+    r = await client.read_model(203, T0 + timedelta(seconds=1))
+    assert r["A"] == Reading(123.45, "A", T0 + timedelta(seconds=1))
+    assert r["PhV"].value == pytest.approx(230.1)
+    assert r["Hz"].value == pytest.approx(50.01)
+    assert r["W"].value == 85000 and r["W"].unit == "W"
+    assert r["TotWhImp"].value == 123456
+    assert r["VA"].value is None  # not implemented
+    assert r["AphB"].value is None
+    # the twin changes the registers: the next read sees it
+    await server.update({"203.W": -12340})
+    pts = await client.read_points(203, ["W"], T0 + timedelta(seconds=2))
+    assert pts["W"].value == -12340
+    with pytest.raises(SunSpecModelError):
+        await client.read_points(203, ["NoSuchPoint"], T0)
+    with pytest.raises(SunSpecModelError):
+        await client.read_model(702, T0)  # not on this device
+    await client.drain()
+    await client.close()
+
+
+async def test_curtailment_and_setpoint_writes_land_in_registers(server: SunSpecServer) -> None:
+    client = _client(server)
+    await client.set_pv_curtailment(42.5, T0)
+    assert server.image.get("704.WMaxLimPct") == pytest.approx(42.5)
+    assert server.image.get_raw("704.WMaxLimPct") == 425
+    assert server.image.get_raw("704.WMaxLimPctEna") == 1
+    await client.set_power_setpoint(-15000, T0)
+    assert server.image.get("704.WSet") == -15000
+    assert server.image.get_raw("704.WSetEna") == 1
+    assert server.image.get_raw("704.WSetMod") == 1  # WATTS
+    back = await client.read_model(704, T0)
+    assert back["WMaxLimPct"].value == pytest.approx(42.5)
+    assert back["WSet"].value == -15000
+    with pytest.raises(ValueError):
+        await client.set_pv_curtailment(120, T0)
+    with pytest.raises(SunSpecModelError):
+        await client.write_points(704, {"WSetRvrtRem": 1}, T0)  # read-only
+    await client.close()
+
+
+async def test_illegal_address_surfaces_as_clear_error(server: SunSpecServer) -> None:
+    client = _client(server)
+    await client.connect(T0)
+    end = server.image.end
+    with pytest.raises(ModbusExceptionError) as info:
+        await client.read_registers(end + 10, 4, T0)
+    assert info.value.exception_code == 2
+    assert "illegal data address" in str(info.value)
+    assert str(end + 10) in str(info.value)
+    # the connection survives an exception response
+    assert client.connected
+    regs = await client.read_registers(40000, 2, T0)
+    assert regs == [0x5375, 0x6E53]
+    await client.close()
+
+
+async def test_server_down_then_back_reconnects_after_backoff() -> None:
+    srv = SunSpecServer(_image())
+    port = await srv.start("127.0.0.1", 0)
+    client = _client(srv)
+    t = T0
+    assert (await client.read_model(203, t))["W"].value == 85000
+    await srv.close()
+
+    # server gone: a clean error, back-off starts at t
+    t = T0 + timedelta(seconds=10)
+    with pytest.raises(SiteIoUnavailableError):
+        await client.read_model(203, t)
+    assert not client.connected
+    assert client.backoff.next_attempt_at == t + timedelta(seconds=1)
+    # still down at the next attempt: back-off doubles
+    with pytest.raises(SiteIoUnavailableError):
+        await client.read_model(203, t + timedelta(seconds=1))
+    assert client.backoff.next_attempt_at == t + timedelta(seconds=3)
+
+    srv2 = SunSpecServer(_image())
+    await srv2.start("127.0.0.1", port)
+    await srv2.update({"203.W": 5000})
+    try:
+        # back, but back-off is still running on injected time: no attempt yet
+        with pytest.raises(SiteIoUnavailableError, match="next attempt"):
+            await client.read_model(203, t + timedelta(seconds=2))
+        # after the back-off: reconnect, rediscover, read
+        r = await client.read_model(203, t + timedelta(seconds=3))
+        assert r["W"] == Reading(5000, "W", t + timedelta(seconds=3))
+        assert client.connected and client.backoff.failures == 0
+        assert client.busy == 0
+    finally:
+        await client.close()
+        await srv2.close()
+
+
+async def test_busy_counts_request_in_flight(server: SunSpecServer) -> None:
+    import asyncio
+
+    client = _client(server)
+    await client.connect(T0)
+    task = asyncio.create_task(client.read_model(203, T0))
+    await asyncio.sleep(0)
+    assert client.busy == 1
+    await client.drain()
+    assert client.busy == 0
+    assert task.done()
+    assert (await task)["W"].value == 85000
+    await client.close()
+
+
+def test_staleness() -> None:
+    r = Reading(1.0, "W", T0)
+    assert not is_stale(r, T0 + timedelta(seconds=5), timedelta(seconds=5))
+    assert is_stale(r, T0 + timedelta(seconds=5, microseconds=1), timedelta(seconds=5))
+    assert is_stale(None, T0, timedelta(seconds=5))
+    assert is_stale(Reading(None, "W", T0), T0, timedelta(seconds=5))
+
+
+def test_encode_decode_roundtrip() -> None:
+    p = model_def(704).points["WSet"]
+    assert p.offset == 2 + sum(
+        q.size for q in model_def(704).points.values() if q.offset < p.offset and q.offset >= 2
+    )
+    for v in (-1, 0, 123456, -(2**31) + 1):
+        assert decode_raw(p, encode_raw(p, v)) == v
+    assert decode_raw(p, [0x8000, 0]) is None
+    with pytest.raises(ValueError):
+        encode_raw(p, 2**31)
