@@ -1,0 +1,217 @@
+"""Site energy control: what the DLM may give the EVs, and what the BESS should do.
+
+Pure logic, no I/O, time injected. Inputs are measurements with their age (site meter,
+PV inverter, BESS, transformer); outputs are the non-EV load the DLM must assume, the
+effective site limit, the PV surplus available to EVs and the BESS set-point.
+
+Rules (issue #4, "Control"; fail-safe style of evcc's circuits and EVerest's energy
+tree — a lost measurement removes headroom, never adds it):
+
+* non-EV load = site meter import - EV power (the meter sees building load, PV, BESS and
+  EVs together; the EV sum comes from the stations' own meters via the CSMS);
+* site limit = min(grid connection limit, transformer limit when reported);
+* a stale or missing site meter (older than ``measurement_timeout_s``) sets ``fail_safe``:
+  the non-EV load is taken as the whole limit (no headroom; the DLM then holds the EVSEs
+  at their minimum or pauses them) and BESS discharge stops;
+* BESS peak shaving: discharge when the site import would exceed ``peak_shave_kw``,
+  charge from PV surplus (export) or when import is below the threshold minus a margin;
+  the set-point never drives the SoC below ``soc_min`` (20 % by default) nor above
+  ``soc_max`` within the next control step, and never exceeds the power limits;
+* PV surplus mode: EVs may use only the exported PV power (plus ``surplus_grid_kw`` from
+  the grid), at least ``min_power_kw`` per active EV when ``surplus_min_current`` is set.
+
+Sign conventions: site power positive when importing; BESS power positive when
+discharging (delivering to the site), negative when charging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A measured value [unit of its name] with the time it was measured (UTC)."""
+
+    value: float
+    measured_at: datetime
+
+    def age_s(self, now: datetime) -> float:
+        """Age of the value at ``now`` [s] (0 when measured in the future)."""
+        return max(0.0, (now - self.measured_at).total_seconds())
+
+
+def fresh(m: Measured | None, now: datetime, timeout_s: float) -> bool:
+    """Whether ``m`` exists and is no older than ``timeout_s`` at ``now``."""
+    return m is not None and m.age_s(now) <= timeout_s
+
+
+@dataclass(frozen=True)
+class BessLimits:
+    """Stationary battery limits: energy capacity [kWh], SoC window (0..1), powers [kW].
+
+    ``efficiency_charge`` / ``efficiency_discharge``: grid-to-cell and cell-to-grid
+    efficiencies (0..1].
+    """
+
+    capacity_kwh: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    soc_min: float = 0.2
+    soc_max: float = 0.95
+    efficiency_charge: float = 0.95
+    efficiency_discharge: float = 0.95
+
+
+@dataclass(frozen=True)
+class SiteControlConfig:
+    """Parameters of :func:`decide`.
+
+    ``grid_limit_kw``: contracted import limit; ``peak_shave_kw``: import above which the
+    BESS discharges (None: no peak shaving); ``charge_margin_kw``: the BESS recharges from
+    the grid only while import stays this far below ``peak_shave_kw``;
+    ``measurement_timeout_s``: age beyond which a measurement counts as lost.
+    """
+
+    grid_limit_kw: float
+    measurement_timeout_s: float = 30.0
+    peak_shave_kw: float | None = None
+    charge_margin_kw: float = 5.0
+    bess: BessLimits | None = None
+    pv_surplus_mode: bool = False
+    surplus_grid_kw: float = 0.0
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """Measurements at one control step.
+
+    ``site_import_kw``: site meter (positive importing); ``ev_power_kw``: sum of the EVSE
+    meters; ``pv_power_kw``: PV inverter output (>= 0); ``bess_soc`` (0..1) and
+    ``bess_power_kw`` (positive discharging); ``transformer_limit_kw``: the limit the
+    transformer (or its operator) reports.
+    """
+
+    site_import_kw: Measured | None
+    ev_power_kw: float
+    pv_power_kw: Measured | None = None
+    bess_soc: Measured | None = None
+    bess_power_kw: Measured | None = None
+    transformer_limit_kw: Measured | None = None
+
+
+@dataclass(frozen=True)
+class SiteDecision:
+    """What the site controller decided.
+
+    ``non_ev_load_kw``: load the DLM must assume besides the EVs; ``site_limit_kw``: the
+    limit in force; ``ev_budget_kw``: power the EVs may draw (limit minus non-EV load,
+    or the PV surplus in surplus mode; never negative); ``bess_setpoint_kw``: positive
+    discharge, negative charge; ``fail_safe``: a required measurement was lost;
+    ``reasons``: why, for the event log.
+    """
+
+    non_ev_load_kw: float
+    site_limit_kw: float
+    ev_budget_kw: float
+    bess_setpoint_kw: float
+    fail_safe: bool
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+def bess_power_bounds(limits: BessLimits, soc: float, dt_s: float) -> tuple[float, float]:
+    """Allowed BESS power [kW] over the next ``dt_s`` seconds.
+
+    Returns (max charge as a negative number, max discharge), such that the SoC stays
+    within [soc_min, soc_max]. Discharging P for dt takes P·dt/η_d from the cells;
+    charging P puts P·dt·η_c in.
+    """
+    hours = dt_s / 3600.0
+    room_down_kwh = max(0.0, (soc - limits.soc_min) * limits.capacity_kwh)
+    room_up_kwh = max(0.0, (limits.soc_max - soc) * limits.capacity_kwh)
+    max_dis = min(limits.max_discharge_kw, room_down_kwh * limits.efficiency_discharge / hours)
+    max_chg = min(limits.max_charge_kw, room_up_kwh / limits.efficiency_charge / hours)
+    return -max_chg, max_dis
+
+
+def decide(
+    inputs: SiteInputs, config: SiteControlConfig, now: datetime, dt_s: float
+) -> SiteDecision:
+    """Decide the site's non-EV load, EV budget and BESS set-point for the next step.
+
+    Args:
+        inputs: measurements with their times.
+        config: limits and modes.
+        now: the control time (UTC).
+        dt_s: length of the coming control step [s] (bounds the BESS energy).
+
+    Returns:
+        the decision (see :class:`SiteDecision` and the module docstring for the rules).
+    """
+    reasons: list[str] = []
+    timeout = config.measurement_timeout_s
+    limit = config.grid_limit_kw
+    if fresh(inputs.transformer_limit_kw, now, timeout):
+        assert inputs.transformer_limit_kw is not None
+        limit = min(limit, max(0.0, inputs.transformer_limit_kw.value))
+    elif inputs.transformer_limit_kw is not None:
+        reasons.append("transformer limit stale: grid limit only")
+
+    meter_ok = fresh(inputs.site_import_kw, now, timeout)
+    bess_ok = config.bess is not None and fresh(inputs.bess_soc, now, timeout)
+    if not meter_ok:
+        reasons.append("site meter stale or missing: no EV headroom, BESS discharge stopped")
+        return SiteDecision(
+            non_ev_load_kw=limit,
+            site_limit_kw=limit,
+            ev_budget_kw=0.0,
+            bess_setpoint_kw=0.0,
+            fail_safe=True,
+            reasons=tuple(reasons),
+        )
+    assert inputs.site_import_kw is not None
+    site_kw = inputs.site_import_kw.value
+    non_ev = site_kw - inputs.ev_power_kw
+    bess_now = (
+        inputs.bess_power_kw.value
+        if inputs.bess_power_kw is not None and fresh(inputs.bess_power_kw, now, timeout)
+        else 0.0
+    )
+    # The load without the BESS: what the BESS has to work against.
+    load_wo_bess = site_kw + bess_now
+
+    setpoint = 0.0
+    if config.bess is not None and bess_ok:
+        assert inputs.bess_soc is not None
+        lo, hi = bess_power_bounds(config.bess, inputs.bess_soc.value, dt_s)
+        pv = inputs.pv_power_kw
+        pv_kw = pv.value if pv is not None and fresh(pv, now, timeout) else 0.0
+        if config.peak_shave_kw is not None and load_wo_bess > config.peak_shave_kw:
+            setpoint = load_wo_bess - config.peak_shave_kw
+        elif load_wo_bess < 0.0 and pv_kw > 0.0:
+            setpoint = load_wo_bess  # store exported PV (negative = charge)
+        elif (
+            config.peak_shave_kw is not None
+            and load_wo_bess < config.peak_shave_kw - config.charge_margin_kw
+        ):
+            setpoint = load_wo_bess - (config.peak_shave_kw - config.charge_margin_kw)
+        setpoint = min(max(setpoint, lo), hi)
+    elif config.bess is not None:
+        reasons.append("BESS SoC stale: BESS idle")
+
+    # Non-EV load after the BESS acts on the coming step.
+    non_ev_next = non_ev + bess_now - setpoint
+    if config.pv_surplus_mode:
+        surplus = max(0.0, -non_ev_next) + config.surplus_grid_kw
+        budget = min(surplus, limit - non_ev_next)
+    else:
+        budget = limit - non_ev_next
+    return SiteDecision(
+        non_ev_load_kw=non_ev_next,
+        site_limit_kw=limit,
+        ev_budget_kw=max(0.0, budget),
+        bess_setpoint_kw=setpoint,
+        fail_safe=False,
+        reasons=tuple(reasons),
+    )

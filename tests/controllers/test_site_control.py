@@ -1,0 +1,107 @@
+"""Site control: BESS SoC bounds, fail safe on a dead meter, budgets within the limit."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controllers.site_control import (
+    BessLimits,
+    Measured,
+    SiteControlConfig,
+    SiteInputs,
+    bess_power_bounds,
+    decide,
+)
+
+NOW = datetime(2019, 9, 10, 12, tzinfo=UTC)
+BESS = BessLimits(capacity_kwh=100, max_charge_kw=50, max_discharge_kw=50)
+
+
+def m(value: float, age_s: float = 0.0) -> Measured:
+    return Measured(value, NOW - timedelta(seconds=age_s))
+
+
+def test_peak_shaving_discharges_down_to_the_threshold() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150, peak_shave_kw=100, bess=BESS)
+    d = decide(SiteInputs(m(130), ev_power_kw=80, bess_soc=m(0.6), bess_power_kw=m(0)),
+               cfg, NOW, 60)
+    assert d.bess_setpoint_kw == 30
+    assert d.non_ev_load_kw == 20  # 50 kW of building load, 30 from the BESS
+    assert d.ev_budget_kw == 130
+
+
+def test_bess_stops_at_twenty_percent() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150, peak_shave_kw=100, bess=BESS)
+    d = decide(SiteInputs(m(130), ev_power_kw=80, bess_soc=m(0.2)), cfg, NOW, 60)
+    assert d.bess_setpoint_kw == 0
+
+
+def test_pv_export_charges_the_bess_and_feeds_surplus_mode() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150, bess=BessLimits(100, 10, 10),
+                            pv_surplus_mode=True)
+    d = decide(SiteInputs(m(-30), ev_power_kw=0, pv_power_kw=m(40), bess_soc=m(0.5)),
+               cfg, NOW, 60)
+    assert d.bess_setpoint_kw == -10  # charge limit
+    assert d.ev_budget_kw == 20  # what is still exported goes to the EVs
+
+
+def test_dead_meter_is_never_zero_load() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150, peak_shave_kw=100, bess=BESS)
+    for meter in (None, m(0.0, age_s=31)):
+        d = decide(SiteInputs(meter, ev_power_kw=0, bess_soc=m(0.9)), cfg, NOW, 60)
+        assert d.fail_safe and d.ev_budget_kw == 0 and d.non_ev_load_kw == 150
+        assert d.bess_setpoint_kw <= 0
+
+
+def test_transformer_limit_lowers_the_site_limit() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150)
+    d = decide(SiteInputs(m(40), ev_power_kw=30, transformer_limit_kw=m(100)), cfg, NOW, 60)
+    assert d.site_limit_kw == 100 and d.ev_budget_kw == 90
+    stale = decide(SiteInputs(m(40), ev_power_kw=30, transformer_limit_kw=m(100, 99)),
+                   cfg, NOW, 60)
+    assert stale.site_limit_kw == 150 and stale.reasons
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    loads=st.lists(st.floats(-80, 250), min_size=1, max_size=120),
+    soc0=st.floats(0.2, 0.95),
+    threshold=st.floats(20, 200),
+    capacity=st.floats(5, 500),
+    power=st.floats(1, 200),
+)
+def test_bess_soc_never_leaves_its_window(loads, soc0, threshold, capacity, power) -> None:
+    limits = BessLimits(capacity, power, power)
+    cfg = SiteControlConfig(grid_limit_kw=300, peak_shave_kw=threshold, bess=limits)
+    soc, bess_kw, t = soc0, 0.0, NOW
+    for load in loads:
+        site = load - bess_kw
+        d = decide(SiteInputs(Measured(site, t), ev_power_kw=0, bess_soc=Measured(soc, t),
+                              bess_power_kw=Measured(bess_kw, t)), cfg, t, 60)
+        bess_kw = d.bess_setpoint_kw
+        assert -limits.max_charge_kw - 1e-9 <= bess_kw <= limits.max_discharge_kw + 1e-9
+        cell_kwh = (-bess_kw * limits.efficiency_charge if bess_kw < 0
+                    else -bess_kw / limits.efficiency_discharge) / 60
+        soc += cell_kwh / capacity
+        assert limits.soc_min - 1e-9 <= soc <= limits.soc_max + 1e-9
+        t += timedelta(seconds=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(site=st.floats(-100, 400), ev=st.floats(0, 300), limit=st.floats(1, 400),
+       age=st.floats(0, 100), soc=st.floats(0.2, 0.95))
+def test_budget_plus_non_ev_load_never_exceeds_the_limit(site, ev, limit, age, soc) -> None:
+    cfg = SiteControlConfig(grid_limit_kw=limit, peak_shave_kw=limit * 0.8, bess=BESS)
+    d = decide(SiteInputs(m(site, age), ev_power_kw=ev, bess_soc=m(soc)), cfg, NOW, 60)
+    assert d.ev_budget_kw >= 0
+    if d.ev_budget_kw > 0:
+        assert d.non_ev_load_kw + d.ev_budget_kw <= d.site_limit_kw + 1e-9
+    if age > cfg.measurement_timeout_s:
+        assert d.fail_safe and d.ev_budget_kw == 0 and d.bess_setpoint_kw <= 0
+
+
+def test_bounds_helper_matches_remaining_energy() -> None:
+    lo, hi = bess_power_bounds(BESS, soc=0.21, dt_s=3600)
+    assert abs(hi - 1.0 * 0.95) < 1e-9  # 1 kWh above the floor, discharge efficiency
+    assert lo == -50
