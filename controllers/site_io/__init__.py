@@ -9,12 +9,14 @@ from controllers.site_io.common import (
     SiteIoUnavailableError,
     is_stale,
 )
+from controllers.site_io.opcua_client import OpcUaClient
 from controllers.site_io.sunspec_client import SunSpecClient
 from controllers.site_io.sunspec_models import SunSpecModelError
 
 __all__ = [
     "Backoff",
     "ModbusExceptionError",
+    "OpcUaClient",
     "Reading",
     "SiteIoError",
     "SiteIoProtocolError",

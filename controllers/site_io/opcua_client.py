@@ -1,0 +1,262 @@
+"""Async OPC UA client (asyncua) for site values, on injected time.
+
+A subscription to the configured node ids keeps a cache of :class:`Reading` objects: each
+data-change notification replaces the node's reading, stamped with the value's source
+timestamp (else the server timestamp, else the latest ``now``), never later than the latest
+``now``. The cache is updated inside the notification callback, so a notification is handled
+the moment it is delivered; ``busy`` counts connects, subscription set-up and writes.
+
+asyncua's own reconnect supervisor is off: a lost connection is noticed by :meth:`step` (or
+a failing write), the client is torn down, and reconnection waits for exponential back-off
+on injected time, then subscribes again. Readings stay in the cache and age (see
+:func:`~controllers.site_io.common.is_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.node import Node
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from controllers.site_io.common import (
+    Backoff,
+    InFlight,
+    Reading,
+    SiteIoProtocolError,
+    SiteIoUnavailableError,
+)
+
+LOGGER = logging.getLogger("controllers.site_io.opcua")
+
+_IO_ERRORS = (ConnectionError, OSError, asyncio.TimeoutError, UaError)
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class _Handler:
+    """asyncua subscription handler: updates the owner's cache."""
+
+    def __init__(self, owner: OpcUaClient) -> None:
+        self._owner = owner
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        """Store the new value of ``node`` with its source timestamp."""
+        dv = data.monitored_item.Value
+        self._owner._on_value(node.nodeid.to_string(), val, dv)
+
+    def status_change_notification(self, status: Any) -> None:
+        """The subscription's status changed (e.g. the server shut down)."""
+        LOGGER.info("OPC UA subscription status: %s", status)
+
+
+class OpcUaClient:
+    """OPC UA client that subscribes to site values and writes the site import limit.
+
+    Args:
+        url: endpoint, e.g. ``opc.tcp://127.0.0.1:4840/``.
+        node_ids: node ids to subscribe to (``"ns=2;i=7"`` or ``"ns=2;s=Site.P"``).
+        limit_node_id: the writable node of the site import limit (kW).
+        units: unit of each subscribed node id, for the readings (optional).
+        publishing_interval_ms: requested subscription publishing interval.
+        timeout_s: per-request timeout of the library.
+        backoff: reconnect back-off on injected time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node_ids: Sequence[str],
+        *,
+        limit_node_id: str | None = None,
+        units: Mapping[str, str] | None = None,
+        publishing_interval_ms: float = 100.0,
+        timeout_s: float = 2.0,
+        watchdog_interval_s: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.node_ids = [ua.NodeId.from_string(n).to_string() for n in node_ids]
+        self.limit_node_id = limit_node_id
+        self.units = {ua.NodeId.from_string(k).to_string(): v for k, v in (units or {}).items()}
+        self.publishing_interval_ms = publishing_interval_ms
+        self.timeout_s = timeout_s
+        self.watchdog_interval_s = watchdog_interval_s
+        self.backoff = backoff or Backoff()
+        self.readings: dict[str, Reading] = {}
+        self.notifications = 0
+        self._now: datetime | None = None
+        self._client: Client | None = None
+        self._subscription: Any = None
+        self._limit_type: ua.VariantType | None = None
+        self._lock = asyncio.Lock()
+        self._inflight = InFlight()
+
+    # ----------------------------------------------------------------- state
+    @property
+    def busy(self) -> int:
+        """Requests in flight (connect, subscribe, writes)."""
+        return self._inflight.busy
+
+    async def drain(self) -> None:
+        """Return when no request of this client is in flight."""
+        await self._inflight.drain()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up with its subscription."""
+        return (
+            self._client is not None
+            and self._subscription is not None
+            and self._client.uaclient.state is UaClientState.CONNECTED
+        )
+
+    def set_now(self, now: datetime) -> None:
+        """The latest injected time; notifications arriving later use it."""
+        self._now = now
+
+    def reading(self, node_id: str) -> Reading | None:
+        """The cached reading of ``node_id`` (``None`` before its first notification)."""
+        return self.readings.get(ua.NodeId.from_string(node_id).to_string())
+
+    def _on_value(self, node_id: str, value: Any, dv: Any) -> None:
+        now = self._now
+        ts = _aware(getattr(dv, "SourceTimestamp", None)) or _aware(
+            getattr(dv, "ServerTimestamp", None)
+        )
+        if ts is None:
+            ts = now
+        elif now is not None and ts > now:
+            ts = now
+        if ts is None:
+            return  # no time at all yet: nothing a caller could judge the age of
+        status = getattr(dv, "StatusCode", None)
+        good = status is None or bool(getattr(status, "is_good", lambda: True)())
+        if not good or isinstance(value, bool | bytes | list | dict):
+            stored: float | int | str | None = None
+        elif isinstance(value, int | float | str):
+            stored = value
+        else:
+            stored = None
+        self.readings[node_id] = Reading(stored, self.units.get(node_id), ts)
+        self.notifications += 1
+
+    # ------------------------------------------------------------ connection
+    async def step(self, now: datetime) -> bool:
+        """Take ``now``; notice a lost connection; reconnect when back-off allows.
+
+        Never raises for connection problems; returns whether the client is connected.
+        """
+        self.set_now(now)
+        async with self._inflight.track(), self._lock:
+            try:
+                await self._ensure_connected(now)
+            except SiteIoUnavailableError as exc:
+                LOGGER.debug("OPC UA %s: %s", self.url, exc)
+                return False
+        return True
+
+    async def connect(self, now: datetime) -> None:
+        """Connect and subscribe now (raises :class:`SiteIoUnavailableError` on failure)."""
+        self.set_now(now)
+        async with self._inflight.track(), self._lock:
+            await self._ensure_connected(now)
+
+    async def close(self) -> None:
+        """Disconnect (no back-off is started)."""
+        async with self._lock:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        client, self._client = self._client, None
+        self._subscription = None
+        self._limit_type = None
+        if client is None:
+            return
+        try:
+            await client.disconnect()
+        except Exception as exc:  # the transport may already be gone
+            LOGGER.debug("OPC UA disconnect: %r", exc)
+            client.disconnect_socket()
+
+    async def _lost(self, now: datetime, exc: BaseException) -> SiteIoUnavailableError:
+        await self._teardown()
+        delay = self.backoff.failed(now)
+        return SiteIoUnavailableError(f"OPC UA {self.url}: {exc!r}; retry in {delay}")
+
+    async def _ensure_connected(self, now: datetime) -> None:
+        if self._client is not None:
+            if self.connected:
+                return
+            raise await self._lost(now, ConnectionError("connection lost"))
+        if not self.backoff.may_attempt(now):
+            raise SiteIoUnavailableError(
+                f"OPC UA {self.url} unavailable; next attempt at {self.backoff.next_attempt_at}"
+            )
+        client = Client(
+            self.url, timeout=self.timeout_s, watchdog_intervall=self.watchdog_interval_s
+        )
+        self._client = client
+        try:
+            await client.connect()
+            sub = await client.create_subscription(self.publishing_interval_ms, _Handler(self))
+            nodes = [client.get_node(n) for n in self.node_ids]
+            if nodes:
+                results = await sub.subscribe_data_change(nodes)
+                for node_id, result in zip(self.node_ids, results, strict=True):
+                    if not isinstance(result, int):
+                        raise SiteIoProtocolError(
+                            f"OPC UA {self.url}: subscribe {node_id}: {result}"
+                        )
+            self._subscription = sub
+        except _IO_ERRORS as exc:
+            raise await self._lost(now, exc) from exc
+        except SiteIoProtocolError:
+            await self._teardown()
+            self.backoff.failed(now)
+            raise
+        self.backoff.succeeded()
+
+    # ----------------------------------------------------------------- writes
+    async def write_import_limit(self, power_kw: float, now: datetime) -> None:
+        """Write the site import limit (kW) to ``limit_node_id``, as the node's data type.
+
+        Raises:
+            SiteIoUnavailableError: not connected (or back-off running); the connection is
+                torn down if the write failed on the transport.
+            SiteIoProtocolError: the server refused the write (bad status).
+        """
+        if self.limit_node_id is None:
+            raise SiteIoProtocolError("no limit_node_id configured")
+        self.set_now(now)
+        async with self._inflight.track(), self._lock:
+            await self._ensure_connected(now)
+            assert self._client is not None
+            node = self._client.get_node(self.limit_node_id)
+            try:
+                if self._limit_type is None:
+                    self._limit_type = await node.read_data_type_as_variant_type()
+                vtype = self._limit_type
+                value: float | int = (
+                    float(power_kw)
+                    if vtype in (ua.VariantType.Double, ua.VariantType.Float)
+                    else round(power_kw)
+                )
+                await node.write_value(ua.DataValue(ua.Variant(value, vtype)))
+            except UaStatusCodeError as exc:
+                raise SiteIoProtocolError(
+                    f"OPC UA {self.url}: write {self.limit_node_id}={power_kw}: {exc}"
+                ) from exc
+            except _IO_ERRORS as exc:
+                raise await self._lost(now, exc) from exc
