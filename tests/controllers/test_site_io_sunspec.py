@@ -30,6 +30,7 @@ class _LocalServer:
         self.unit = unit
         self.port: int | None = None
         self._server: ModbusTcpServer | None = None
+        self._internal = False  # the action callback also sees our own async_setValues
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         device = SimDevice(
@@ -57,10 +58,14 @@ class _LocalServer:
         for key, value in values.items():
             address, regs = self.image.set(key, value)
             if self._server is not None:
-                await self._server.async_setValues(self.unit, 16, address, regs)
+                self._internal = True
+                try:
+                    await self._server.async_setValues(self.unit, 16, address, regs)
+                finally:
+                    self._internal = False
 
     async def _action(self, function_code, start_address, address, count, current, set_values):
-        if set_values is None or function_code not in (6, 16):
+        if self._internal or set_values is None or function_code not in (6, 16):
             return None
         regs = [int(v) for v in set_values]
         try:
