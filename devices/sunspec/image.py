@@ -204,7 +204,7 @@ class SunSpecImage:
         base: int = 40000,
         group_counts: Mapping[str, int] | None = None,
         scale_factors: Mapping[str, int] | None = None,
-        values: Mapping[str, int | float | str] | None = None,
+        values: Mapping[str, int | float | str | None] | None = None,
     ) -> None:
         self.base = base
         self.points: dict[str, PointSpec] = {}
