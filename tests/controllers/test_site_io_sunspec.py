@@ -308,3 +308,52 @@ async def test_stand_in_server_matches(server: SunSpecServer) -> None:
         await a.close()
         await b.close()
         await local.close()
+
+
+def _pysunspec2_values(port: int) -> dict[int, dict[str, object]]:
+    """Scaled values as pysunspec2's own (independent) Modbus client reads them."""
+    from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
+
+    dev = SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port, timeout=2)
+    try:
+        dev.scan()
+        out: dict[int, dict[str, object]] = {}
+        for mid in (1, 203, 704):
+            model = dev.models[mid][0]
+            vals: dict[str, object] = {}
+            for name, point in model.points.items():
+                vals[name] = point.cvalue
+            for gname, group in model.groups.items():
+                groups = group if isinstance(group, list) else [group]
+                for g in groups:
+                    for name, point in g.points.items():
+                        vals[f"{gname}.{name}"] = point.cvalue
+            out[mid] = vals
+        return out
+    finally:
+        dev.close()
+
+
+async def test_values_agree_with_pysunspec2_client(server: SunSpecServer) -> None:
+    import asyncio
+
+    await server.update({"704.WSet": -2500, "704.WMaxLimPct": 61.2, "704.PFWInj.PF": 0.95})
+    assert server.port is not None
+    theirs = await asyncio.to_thread(_pysunspec2_values, server.port)
+    client = _client(server)
+    try:
+        for mid in (1, 203, 704):
+            ours = await client.read_model(mid, T0)
+            compared = 0
+            for name, value in theirs[mid].items():
+                if name not in ours or name in ("ID", "L", "Pad"):
+                    continue
+                mine = ours[name].value
+                if isinstance(value, float) or isinstance(mine, float):
+                    assert mine == pytest.approx(value), (mid, name)
+                else:
+                    assert mine == value, (mid, name)
+                compared += 1
+            assert compared >= len(ours) - 3, (mid, compared, len(ours))
+    finally:
+        await client.close()
