@@ -52,9 +52,15 @@ def tmy_profile(
     tilt_deg: float, azimuth_deg: float, dc_ac_ratio: float, gamma_pdc: float
 ) -> tuple[np.ndarray, float]:
     """Hourly AC power per kW of AC rating (8760 values, hour-ending) and the TMY UTC offset."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # pvlib 0.16 on pandas 3: deprecation warnings
         warnings.simplefilter("ignore")
-        data, meta = pvlib.iotools.read_tmy3(str(TMY_FILE), map_variables=True)
+        return _tmy_profile(tilt_deg, azimuth_deg, dc_ac_ratio, gamma_pdc)
+
+
+def _tmy_profile(
+    tilt_deg: float, azimuth_deg: float, dc_ac_ratio: float, gamma_pdc: float
+) -> tuple[np.ndarray, float]:
+    data, meta = pvlib.iotools.read_tmy3(str(TMY_FILE), map_variables=True)
     times = data.index - timedelta(minutes=30)  # hour-ending values: use the hour centre
     solpos = pvlib.solarposition.get_solarposition(
         times, meta["latitude"], meta["longitude"], altitude=meta["altitude"]
