@@ -221,6 +221,10 @@ class SunSpecClient:
             except SiteIoUnavailableError:
                 self._lost(now)
                 raise
+            except asyncio.CancelledError:
+                # a late reply must not be taken for the next request's: start afresh
+                await self.close()
+                raise
 
     # ------------------------------------------------------------ SunSpec API
     def _locate(self, model_id: int, index: int) -> tuple[int, int]:

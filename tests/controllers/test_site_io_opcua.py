@@ -166,3 +166,26 @@ async def test_server_down_then_back_reconnects_after_backoff() -> None:
     finally:
         await client.close()
         await site2.stop()
+
+
+async def test_busy_counts_write_in_flight(site: Site) -> None:
+    client = _client(site)
+    await client.connect(T0)
+    task = asyncio.create_task(client.write_import_limit(12.0, T0))
+    await asyncio.sleep(0)
+    assert client.busy == 1
+    await client.drain()
+    assert client.busy == 0 and task.done()
+    await task
+    assert await site.get("lim") == 12.0
+    await client.close()
+
+
+async def test_unknown_node_is_a_clear_error(site: Site) -> None:
+    from controllers.site_io import SiteIoProtocolError
+
+    client = OpcUaClient(site.url, ["ns=2;s=NoSuchNode"], timeout_s=1.0)
+    with pytest.raises(SiteIoProtocolError, match="NoSuchNode"):
+        await client.connect(T0)
+    assert not client.connected
+    await client.close()
