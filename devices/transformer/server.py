@@ -2,33 +2,20 @@
 
 Information model (no released OPC UA companion specification covers a distribution
 transformer): IEC 61850-7-4 logical-node names in our own namespace
-``urn:migrid:transformer``, string node ids, all under ``Objects/Transformer``:
+``urn:migrid:transformer``, string node ids (:data:`NODE_IDS`), browse path
+``Objects/Transformer/...``:
 
-=================================  ===================  =======  ==========================
-node id (``nsu=urn:migrid:transformer;s=`` + id)  browse name  type  meaning
-=================================  ===================  =======  ==========================
-``Transformer``                    Transformer          Object   the transformer
-``Transformer.SiteImportLimit``    SiteImportLimit_kW   Double   site import limit, kW;
-                                                                 writable, >= 0 and finite
-``Transformer.AmbientTemp``        AmbientTemp_C        Double   ambient temperature, degC
-``YPTR1``                          YPTR1                Object   power transformer (LN YPTR)
-``YPTR1.Loading``                  Loading_pct          Double   highest phase current over
-                                                                 rated current, %
-``YPTR1.TopOilTemp``               TopOilTemp_C         Double   top-oil temperature, degC
-``YPTR1.HotSpotTemp``              HotSpotTemp_C        Double   winding hot spot, degC
-``YPTR1.AgeingRate``               AgeingRate           Double   relative ageing rate V
-``YPTR1.LossOfLife``               LossOfLife_h         Double   sum of V dt since start, h
-``MMXU1``                          MMXU1                Object   measurement (LN MMXU), LV
-``MMXU1.A``                        A                    Object   phase currents
-``MMXU1.A.phsA`` / ``phsB`` / ``phsC``  phsA/phsB/phsC   Double   RMS current, A
-``MMXU1.PhV``                      PhV                  Object   phase-to-neutral voltages
-``MMXU1.PhV.phsA`` / ``phsB`` / ``phsC``  phsA/...      Double   RMS voltage, V
-``MMXU1.TotW``                     TotW                 Double   total active power, W
-``ATCC1``                          ATCC1                Object   tap changer control (ATCC)
-``ATCC1.TapPos``                   TapPos               Int32    tap position; writable only
-                                                                 if ``tap_writable``, within
-                                                                 [tap_min, tap_max]
-=================================  ===================  =======  ==========================
+- ``Transformer`` (Object): ``Transformer.SiteImportLimit`` SiteImportLimit_kW (Double,
+  writable, finite and >= 0), ``Transformer.AmbientTemp`` AmbientTemp_C (Double).
+- ``YPTR1`` (power transformer): ``YPTR1.Loading`` Loading_pct (highest phase current over
+  rated current, %), ``YPTR1.TopOilTemp`` TopOilTemp_C, ``YPTR1.HotSpotTemp``
+  HotSpotTemp_C, ``YPTR1.AgeingRate`` AgeingRate (relative V), ``YPTR1.LossOfLife``
+  LossOfLife_h (integral of V dt), all Double.
+- ``MMXU1`` (LV measurement): ``MMXU1.A.phsA|phsB|phsC`` (RMS current, A),
+  ``MMXU1.PhV.phsA|phsB|phsC`` (phase-to-neutral RMS voltage, V), ``MMXU1.TotW`` (W),
+  all Double.
+- ``ATCC1`` (tap changer control): ``ATCC1.TapPos`` TapPos (Int32; writable only with
+  ``TransformerSpec.tap_writable``, within ``[tap_min, tap_max]``).
 
 Our namespace is the first one registered after the server's own, so its index is 2
 (``ns=2;s=YPTR1.HotSpotTemp``); a client should still resolve the index from the URI.
