@@ -287,7 +287,12 @@ class SunSpecImage:
             gpath = ".".join([*path, sub["name"]])
             count_def = sub.get("count", 1)
             if isinstance(count_def, int):
-                count = self._counts.get(gpath, count_def)
+                # 0: repeated as many times as the model length says; the parent's one
+                # "count" point (e.g. 160 N), if it has one, reports the repetitions
+                count = self._counts.get(gpath, count_def if count_def else 1)
+                counters = [p["name"] for p in gdef.get("points", []) if p["type"] == "count"]
+                if count_def == 0 and len(counters) == 1:
+                    self._count_points[".".join([*path, counters[0]])] = count
             else:
                 count = self._counts.get(gpath, 1)
                 self._count_points[self._resolve_sf(str(count_def), path)] = count

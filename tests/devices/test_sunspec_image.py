@@ -139,3 +139,15 @@ def test_decode_write() -> None:
         img.decode_write(img.points["704.PFWInjRvrtTms"].address + 1, [0])  # half a uint32
     with pytest.raises(IllegalAddressError):
         img.decode_write(img.points["1.Mn"].address, [0x4142])
+
+
+def test_repeating_group_count_is_configurable() -> None:
+    img = SunSpecImage([160], group_counts={"160.module": 3})
+    layout = img.models[0]
+    model = sdev.Model(160, model_len=layout.length)
+    assert len(model.groups["module"]) == 3
+    assert img.get("160.N") == 3
+    for i, group in enumerate(model.groups["module"]):
+        for name, point in group.points.items():
+            assert img.points[f"160.module[{i}].{name}"].address == layout.address + point.offset
+    assert img.registers[-2:] == [0xFFFF, 0]
