@@ -7,11 +7,15 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import pytest_asyncio
 from asyncua import Server, ua
 
 from controllers.site_io import Backoff, OpcUaClient, SiteIoUnavailableError, is_stale
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+# one server for the module (an asyncua server takes ~2 s to start and 1 s to stop)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def _free_port() -> int:
@@ -81,7 +85,7 @@ def _client(site: Site, limit: str | None = None) -> OpcUaClient:
     )
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def site():
     s = Site(_free_port())
     await s.start()
