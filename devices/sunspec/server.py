@@ -18,7 +18,12 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from devices.sunspec.image import IllegalAddressError, IllegalValueError, SunSpecImage
+from devices.sunspec.image import (
+    IllegalAddressError,
+    IllegalValueError,
+    SunSpecImage,
+    encode,
+)
 
 __all__ = ["SunSpecServer", "Value", "WriteHandler"]
 
@@ -122,12 +127,19 @@ class SunSpecServer:
         """
         self._enter()
         try:
+            img = self.image
+            # encode everything first: a bad value leaves the image untouched
             changed: list[tuple[int, list[int]]] = []
             for key, value in values.items():
-                before = self.image.registers_of(key)
-                address, regs = self.image.set(key, value)
-                if regs != before:
-                    changed.append((address, regs))
+                spec = img.points[key]
+                try:
+                    regs = encode(spec.type, img.to_raw(key, value), spec.size)
+                except IllegalValueError as exc:
+                    raise IllegalValueError(f"{key}={value!r}: {exc}") from exc
+                if regs != img.registers_of(key):
+                    changed.append((spec.address, regs))
+            for address, regs in changed:
+                img.write_registers(address, regs)
             if self._server is None:
                 return
             for address, regs in _merge(changed):

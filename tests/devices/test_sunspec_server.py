@@ -19,6 +19,7 @@ from devices.sunspec.devices import (
     SiteMeterDevice,
     SunSpecDevice,
 )
+from devices.sunspec.image import IllegalValueError
 
 NOON = datetime(2026, 6, 21, 17, tzinfo=UTC)  # 12:00 local standard time at the TMY site
 
@@ -204,5 +205,35 @@ async def test_pymodbus_exceptions_and_server_survives(served: list[SunSpecDevic
         assert bess.bess.setpoint_kw == pytest.approx(-50)
         rr = await client.read_holding_registers(40000, count=2, device_id=9)
         assert rr.registers == [0x5375, 0x6E53]
+    finally:
+        client.close()
+
+
+async def test_bad_update_leaves_image_untouched_and_garbage_does_not_kill(
+    served: list[SunSpecDevice],
+) -> None:
+    meter = SiteMeterDevice(NOON, unit=1, config={"max_power_w": 100_000})
+    served.append(meter)
+    port = await meter.start()
+    before = list(meter.image.registers)
+    with pytest.raises(IllegalValueError, match=r"203\.W="):
+        await meter.server.update({"203.Hz": 49.9, "203.W": 10_000_000})
+    assert meter.image.registers == before
+    assert not meter.busy
+    await meter.drain()
+    # garbage on the wire, then a fresh client still gets answers
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x00\x01\x00\x00\x00\xff\x01\x03garbage" * 3)
+    await writer.drain()
+    writer.close()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    await client.connect()
+    try:
+        rr = await client.read_holding_registers(40000, count=2, device_id=1)
+        assert rr.registers == [0x5375, 0x6E53]
+        rr = await client.read_holding_registers(40000, count=2, device_id=99)
+        assert rr.isError()
+        rr = await client.read_holding_registers(40002, count=2, device_id=1)
+        assert rr.registers == [1, 66]
     finally:
         client.close()
