@@ -142,17 +142,21 @@ class SunSpecClient:
 
     async def _discover(self) -> None:
         base: int | None = None
+        seen: list[str] = []
         for candidate in self.bases:
             try:
                 regs = await self._read_raw(candidate, 2)
-            except ModbusExceptionError:
+            except ModbusExceptionError as exc:
+                seen.append(f"{candidate}: exception {exc.exception_code}")
                 continue
             if tuple(regs) == SUNS_MARKER:
                 base = candidate
                 break
+            seen.append(f"{candidate}: {regs[0]:#06x} {regs[1]:#06x}")
         if base is None:
             raise SiteIoProtocolError(
-                f"no SunS marker at {', '.join(map(str, self.bases))} on {self.host}:{self.port}"
+                f"no SunS marker on {self.host}:{self.port} unit {self.device_id} "
+                f"({'; '.join(seen)})"
             )
         models: dict[int, list[tuple[int, int]]] = {}
         addr = base + 2
@@ -280,7 +284,7 @@ class SunSpecClient:
     async def write_points(
         self,
         model_id: int,
-        values: Mapping[str, float | int],
+        values: Mapping[str, float | int | str],
         now: datetime,
         *,
         index: int = 0,
@@ -288,7 +292,8 @@ class SunSpecClient:
         """Write engineering values to RW points, in the given order (one FC16 each).
 
         Scale factors are read from the device first; a value is rounded to the nearest
-        step the scale factor allows.
+        step the scale factor allows. An enumeration takes its value or a symbol name
+        (``{"WSetEna": "ENABLED"}``).
         """
         self._check_writable(model_def(model_id), values)
 
@@ -305,7 +310,7 @@ class SunSpecClient:
         await self._request(now, body)
 
     @staticmethod
-    def _check_writable(mdef: ModelDef, values: Mapping[str, float | int]) -> None:
+    def _check_writable(mdef: ModelDef, values: Mapping[str, float | int | str]) -> None:
         for name in values:
             point = mdef.points.get(name)
             if point is None:
@@ -319,9 +324,16 @@ class SunSpecClient:
     def _to_raw(
         model_id: int,
         point: PointDef,
-        value: float | int,
+        value: float | int | str,
         decoded: Mapping[str, tuple[float | int | str | None, str | None]],
     ) -> int:
+        if isinstance(value, str):
+            if value not in point.symbols:
+                raise SunSpecModelError(
+                    f"model {model_id} point {point.name}: {value!r} is not one of "
+                    f"{sorted(point.symbols)}"
+                )
+            return point.symbols[value]
         sf: object = point.sf
         if isinstance(point.sf, str):
             sf = decoded.get(point.sf, (None, None))[0]
@@ -341,9 +353,9 @@ class SunSpecClient:
         """Limit PV active power to ``pct`` % of WMax (704 ``WMaxLimPct``, then its enable)."""
         if not 0.0 <= pct <= 100.0:
             raise ValueError(f"curtailment {pct} % outside 0..100")
-        values: dict[str, float | int] = {"WMaxLimPct": pct}
+        values: dict[str, float | int | str] = {"WMaxLimPct": pct}
         if self._has(DER_CTL_AC, "WMaxLimPctEna"):
-            values["WMaxLimPctEna"] = 1 if enable else 0
+            values["WMaxLimPctEna"] = "ENABLED" if enable else "DISABLED"
         await self.write_points(DER_CTL_AC, values, now, index=index)
 
     async def set_power_setpoint(
@@ -353,9 +365,9 @@ class SunSpecClient:
 
         The sign follows SunSpec DER: positive is injection (discharge), negative absorption.
         """
-        values: dict[str, float | int] = {"WSet": power_w}
+        values: dict[str, float | int | str] = {"WSet": power_w}
         if self._has(DER_CTL_AC, "WSetMod"):
-            values["WSetMod"] = model_def(DER_CTL_AC).points["WSetMod"].symbols.get("WATTS", 1)
+            values["WSetMod"] = "WATTS"
         if self._has(DER_CTL_AC, "WSetEna"):
-            values["WSetEna"] = 1 if enable else 0
+            values["WSetEna"] = "ENABLED" if enable else "DISABLED"
         await self.write_points(DER_CTL_AC, values, now, index=index)

@@ -357,3 +357,82 @@ async def test_values_agree_with_pysunspec2_client(server: SunSpecServer) -> Non
             assert compared >= len(ours) - 3, (mid, compared, len(ours))
     finally:
         await client.close()
+
+
+async def test_silent_peer_times_out_cleanly() -> None:
+    """A peer that accepts the connection and never answers: a clean error, back-off."""
+    import asyncio
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = SunSpecClient("127.0.0.1", port, timeout_s=0.2)
+    try:
+        with pytest.raises(SiteIoUnavailableError):
+            await client.connect(T0)
+        assert not client.connected and client.busy == 0
+        assert client.backoff.next_attempt_at == T0 + timedelta(seconds=1)
+    finally:
+        await client.close()
+        for w in writers:
+            w.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_wrong_unit_id_is_a_clear_error(server: SunSpecServer) -> None:
+    from controllers.site_io import SiteIoProtocolError
+
+    assert server.port is not None
+    client = SunSpecClient("127.0.0.1", server.port, device_id=7, timeout_s=0.5)
+    with pytest.raises(SiteIoProtocolError, match=r"no SunS marker.*unit 7.*exception"):
+        await client.connect(T0)
+    await client.close()
+
+
+async def test_write_by_symbol_and_disable(server: SunSpecServer) -> None:
+    client = _client(server)
+    await client.write_points(704, {"WSetMod": "WATTS", "WSetEna": "ENABLED"}, T0)
+    assert server.image.get_raw("704.WSetEna") == 1
+    await client.set_pv_curtailment(100, T0, enable=False)
+    assert server.image.get_raw("704.WMaxLimPctEna") == 0
+    with pytest.raises(SunSpecModelError, match="not one of"):
+        await client.write_points(704, {"WSetEna": "MAYBE"}, T0)
+    await client.close()
+
+
+_INT_TYPES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "acc32": 2, "int64": 4}
+
+
+@pytest.mark.parametrize("ptype", sorted(_INT_TYPES))
+def test_decode_agrees_with_image_encoding(ptype: str) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from controllers.site_io.sunspec_models import PointDef
+    from devices.sunspec.image import encode
+
+    size = _INT_TYPES[ptype]
+    bits = 16 * size
+    signed = ptype.startswith("int")
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    point = PointDef("X", 2, size, ptype, None, None, "RW", False, {})
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(lo, hi))
+    def check(v: int) -> None:
+        regs = encode(ptype, v, size)
+        assert encode_raw(point, v) == regs
+        decoded = decode_raw(point, regs)
+        not_impl = decode_raw(point, encode(ptype, None, size))
+        assert not_impl is None
+        if regs == encode(ptype, None, size):
+            assert decoded is None
+        else:
+            assert decoded == v
+
+    check()
