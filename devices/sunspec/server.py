@@ -182,15 +182,18 @@ class SunSpecServer:
             except IllegalValueError as exc:
                 LOGGER.info("write refused (value): %s", exc)
                 return ExcCodes.ILLEGAL_VALUE
+            before = self.image.read(address, len(regs))
             self.image.write_registers(address, regs)
             if self.on_write is not None:
                 try:
                     self.on_write(values)
                 except IllegalValueError as exc:
                     LOGGER.info("write refused by the device: %s", exc)
+                    self.image.write_registers(address, before)
                     return ExcCodes.ILLEGAL_VALUE
                 except Exception:
                     LOGGER.exception("write handler failed")
+                    self.image.write_registers(address, before)
                     return ExcCodes.DEVICE_FAILURE
             return None
         finally:
