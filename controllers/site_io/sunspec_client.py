@@ -33,6 +33,7 @@ from controllers.site_io.sunspec_models import (
     PointDef,
     SunSpecModelError,
     decode_model,
+    device_model_def,
     encode_raw,
     model_def,
 )
@@ -242,7 +243,9 @@ class SunSpecClient:
 
     async def _read_block(self, model_id: int, index: int) -> tuple[ModelDef, list[int]]:
         addr, length = self._locate(model_id, index)
-        return model_def(model_id, length), await self._read_raw(addr, 2 + length)
+        model_def(model_id)  # unknown model: SunSpecModelError before any traffic
+        regs = await self._read_raw(addr, 2 + length)
+        return device_model_def(model_id, length, regs), regs
 
     async def read_registers(self, address: int, count: int, now: datetime) -> list[int]:
         """Raw holding registers (FC3), e.g. vendor registers outside the SunSpec chain."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -74,11 +75,12 @@ def _json_text(model_id: int) -> str:
         raise SunSpecModelError(f"no official SunSpec definition for model {model_id}") from exc
 
 
-def _group_size(group: dict[str, Any]) -> int:
+def _group_size(group: dict[str, Any], counts: Mapping[str, int]) -> int:
     size = sum(int(p["size"]) for p in group.get("points", []))
     for g in group.get("groups", []):
         count = g.get("count", 1)
-        size += _group_size(g) * (count if isinstance(count, int) else 0)  # variable: 0
+        n = counts.get(count, 0) if isinstance(count, str) else int(count)
+        size += _group_size(g, counts) * n
     return size
 
 
@@ -88,6 +90,7 @@ def _add_group(
     offset: int,
     points: dict[str, PointDef],
     end: int | None,
+    counts: Mapping[str, int],
 ) -> int:
     own = {q["name"] for q in group.get("points", [])}
     for p in group.get("points", []):
@@ -95,7 +98,7 @@ def _add_group(
         sf = p.get("sf")
         sf_name: str | int | None
         if isinstance(sf, str):
-            # a scale factor in the same group, else the nearest enclosing one (top level)
+            # a scale factor in the same group, else at the model's top level
             sf_name = prefix + sf if sf in own else sf
         else:
             sf_name = sf
@@ -112,33 +115,68 @@ def _add_group(
         )
         offset += int(p["size"])
     for g in group.get("groups", []):
-        count = g.get("count", 1)
-        size = _group_size(g)
-        if not isinstance(count, int) or count == 0:
-            # variable count (0 or a point such as "N"): the rest of the model's length
+        count_def = g.get("count", 1)
+        if isinstance(count_def, str):
+            count = counts.get(count_def, 0)  # a top-level point, e.g. "NCrv"
+        elif count_def == 0:
+            # variable: as many as the rest of the model's length holds
+            size = _group_size(g, counts)
             count = max(0, (end - offset) // size) if end is not None and size else 0
-        if count == 1 and g.get("count", 1) == 1:
-            offset = _add_group(g, prefix + g["name"] + ".", offset, points, end)
+        else:
+            count = int(count_def)
+        if count_def == 1:
+            offset = _add_group(g, prefix + g["name"] + ".", offset, points, end, counts)
             continue
         for i in range(count):
-            offset = _add_group(g, f"{prefix}{g['name']}[{i}].", offset, points, end)
+            offset = _add_group(g, f"{prefix}{g['name']}[{i}].", offset, points, end, counts)
     return offset
 
 
+def count_points(model_id: int) -> tuple[str, ...]:
+    """Top-level points that give the repetitions of a group (e.g. ``NCrv``, ``NPt``)."""
+    names: set[str] = set()
+
+    def walk(group: dict[str, Any]) -> None:
+        for g in group.get("groups", []):
+            if isinstance(g.get("count"), str):
+                names.add(g["count"])
+            walk(g)
+
+    walk(json.loads(_json_text(model_id))["group"])
+    return tuple(sorted(names))
+
+
 @cache
-def model_def(model_id: int, length: int | None = None) -> ModelDef:
+def model_def(
+    model_id: int, length: int | None = None, counts: tuple[tuple[str, int], ...] = ()
+) -> ModelDef:
     """The layout of model ``model_id`` from pysunspec2's ``model_<id>.json``.
 
-    ``length`` is the model's L as the device reports it: it sets how many times a
-    repeating group of variable count appears (``Group[i].Point``). Without it, such
-    groups are left out.
+    ``length`` is the model's L as the device reports it: it sets how many times a group
+    of variable count (0) appears; ``counts`` gives the values of the top-level points that
+    other groups' counts name (see :func:`count_points`). Repeating groups are named
+    ``Group[i].Point``; without ``length`` / ``counts`` they are left out.
     """
     data = json.loads(_json_text(model_id))
     group = data["group"]
     points: dict[str, PointDef] = {}
     stop = None if length is None else length + 2
-    end = _add_group(group, "", 0, points, stop)
+    end = _add_group(group, "", 0, points, stop, dict(counts))
     return ModelDef(model_id=model_id, name=group["name"], points=points, length=end - 2)
+
+
+def device_model_def(model_id: int, length: int, regs: list[int]) -> ModelDef:
+    """The layout of a model block as a device holds it (``regs`` starts at ID)."""
+    names = count_points(model_id)
+    if not names:
+        return model_def(model_id, length)
+    fixed = model_def(model_id)
+    counts: list[tuple[str, int]] = []
+    for name in names:
+        p = fixed.points[name]
+        raw = decode_raw(p, regs[p.offset : p.offset + p.size])
+        counts.append((name, raw if isinstance(raw, int) and raw > 0 else 0))
+    return model_def(model_id, length, tuple(counts))
 
 
 def _raw_int(regs: list[int]) -> int:

@@ -436,3 +436,53 @@ def test_decode_agrees_with_image_encoding(ptype: str) -> None:
             assert decoded == v
 
     check()
+
+
+def _layout_matches_image(img: SunSpecImage) -> None:
+    import re
+
+    from controllers.site_io.sunspec_models import device_model_def
+
+    for m in img.models:
+        regs = img.registers[m.address - img.base : m.address - img.base + m.length + 2]
+        mdef = device_model_def(m.model_id, m.length, regs)
+        assert mdef.length == m.length, m.model_id
+        ours = {p.offset: p.size for p in mdef.points.values() if p.offset >= 2}
+        theirs = {
+            spec.address - m.address: spec.size
+            for key, spec in img.points.items()
+            if spec.model_id == m.model_id and key not in (f"{m.model_id}.ID", f"{m.model_id}.L")
+        }
+        assert ours == theirs, m.model_id
+        for key, spec in img.points.items():
+            if spec.model_id != m.model_id or key in (f"{m.model_id}.ID", f"{m.model_id}.L"):
+                continue
+            name = key.split(".", 1)[1]
+            if name not in mdef.points:  # the image leaves a single repetition unindexed
+                name = re.sub(r"^([\w-]+)\.", r"\1[0].", name)
+            assert mdef.points[name].offset == spec.address - m.address, key
+
+
+def test_layout_of_every_official_model_agrees_with_the_device_image() -> None:
+    import glob
+    import os
+    import re
+
+    import sunspec2
+
+    folder = os.path.join(os.path.dirname(sunspec2.__file__), "models", "json")
+    ids = sorted(
+        int(re.search(r"model_(\d+)\.json$", f).group(1))  # type: ignore[union-attr]
+        for f in glob.glob(os.path.join(folder, "model_*.json"))
+    )
+    assert len(ids) > 100
+    for mid in ids:
+        _layout_matches_image(SunSpecImage([mid]))
+
+
+def test_nested_repeating_groups_follow_their_count_points() -> None:
+    img = SunSpecImage(
+        [705],
+        group_counts={"705.Crv": 2, "705.Crv[0].Pt": 3, "705.Crv[1].Pt": 3},
+    )
+    _layout_matches_image(img)
