@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,10 +39,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+device_app = typer.Typer(
+    help="Emulated field devices as standalone protocol endpoints.", no_args_is_help=True
+)
 data_app = typer.Typer(
     help="Public data sets: fetch into the local cache, list.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+app.add_typer(device_app, name="device")
 console = Console()
 
 
@@ -223,3 +228,71 @@ def data_list() -> None:
             s.licence, s.description,
         )
     console.print(table)
+
+
+DEVICE_KINDS = ("meter", "pv", "bess", "building", "transformer")
+
+
+@device_app.command("serve")
+def device_serve(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(DEVICE_KINDS)}.")],
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file with the device's settings (see "
+                     "devices/sunspec/README.md and devices/transformer/README.md)."),
+    ] = None,
+) -> None:
+    """Serve one emulated device on the wall clock until Ctrl-C.
+
+    meter, pv, bess and building are SunSpec devices over Modbus TCP (unit 1, SunS at
+    40000); transformer is an OPC UA server with IEC 61850-7-4 style node names. For a
+    bench or an outside tool (pysunspec2, mbpoll, node-opcua) to talk to.
+    """
+    if kind not in DEVICE_KINDS:
+        console.print(f"[red]error:[/red] unknown device kind {kind!r}; "
+                      f"known: {', '.join(DEVICE_KINDS)}")
+        raise typer.Exit(2)
+    settings: dict[str, Any] = {}
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            console.print(f"[red]error:[/red] {config}: {err}")
+            raise typer.Exit(2) from None
+        if not isinstance(loaded, dict):
+            console.print(f"[red]error:[/red] {config}: expected a mapping")
+            raise typer.Exit(2)
+        settings = loaded
+    try:
+        asyncio.run(_serve_device(kind, port, settings))
+    except KeyboardInterrupt:
+        pass
+    except (TypeError, ValueError) as err:
+        console.print(f"[red]error:[/red] {kind}: {err}")
+        raise typer.Exit(2) from None
+
+
+async def _serve_device(kind: str, port: int, settings: dict[str, Any]) -> None:
+    if kind == "transformer":
+        from devices.transformer.serve import ServeConfig, constant_load, serve
+        from devices.transformer.server import TransformerSpec
+
+        cfg = ServeConfig(
+            spec=TransformerSpec(**settings.get("spec", {})),
+            host=str(settings.get("host", "127.0.0.1")),
+            step_s=float(settings.get("step_s", 1.0)),
+            load=constant_load(
+                tuple(settings.get("currents_a", (0.0, 0.0, 0.0))),
+                float(settings.get("ambient_c", 20.0)),
+            ),
+        )
+        await serve(port, cfg, started=lambda tr: console.print(
+            f"transformer: OPC UA at {tr.endpoint}  (Ctrl-C to stop)"))
+        return
+    from devices.sunspec.serve import serve as serve_sunspec
+
+    host = settings.get("host", "127.0.0.1")
+    await serve_sunspec(kind, port, settings, started=lambda p: console.print(
+        f"{kind}: Modbus TCP at {host}:{p}, unit {settings.get('unit', 1)}, SunS at 40000  "
+        "(Ctrl-C to stop)"))
