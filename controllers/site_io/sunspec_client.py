@@ -33,6 +33,7 @@ from controllers.site_io.sunspec_models import (
     PointDef,
     SunSpecModelError,
     decode_model,
+    decode_raw,
     device_model_def,
     encode_raw,
     model_def,
@@ -298,6 +299,23 @@ class SunSpecClient:
         step the scale factor allows. An enumeration takes its value or a symbol name
         (``{"WSetEna": "ENABLED"}``).
         """
+        await self._write(model_id, values, now, index=index)
+
+    async def _write(
+        self,
+        model_id: int,
+        values: Mapping[str, float | int | str],
+        now: datetime,
+        *,
+        index: int,
+        optional: frozenset[str] = frozenset(),
+        if_different: frozenset[str] = frozenset(),
+    ) -> None:
+        """Write ``values`` in order.
+
+        ``optional`` points the device does not implement and ``if_different`` points that
+        already hold the value (they may be read-only on the device) are skipped.
+        """
         self._check_writable(model_def(model_id), values)
 
         async def body() -> None:
@@ -308,6 +326,11 @@ class SunSpecClient:
             for name, value in values.items():
                 point = mdef.points[name]
                 raw = self._to_raw(model_id, point, value, decoded)
+                current = decode_raw(point, regs[point.offset : point.offset + point.size])
+                if name in optional and current is None:
+                    continue
+                if name in if_different and current == raw:
+                    continue
                 await self._write_raw(addr + point.offset, encode_raw(point, raw))
 
         await self._request(now, body)
@@ -353,13 +376,18 @@ class SunSpecClient:
     async def set_pv_curtailment(
         self, pct: float, now: datetime, *, enable: bool = True, index: int = 0
     ) -> None:
-        """Limit PV active power to ``pct`` % of WMax (704 ``WMaxLimPct``, then its enable)."""
+        """Limit PV active power to ``pct`` % of WMax (704 ``WMaxLimPct``, then its enable).
+
+        The enable is written when the device implements it.
+        """
         if not 0.0 <= pct <= 100.0:
             raise ValueError(f"curtailment {pct} % outside 0..100")
         values: dict[str, float | int | str] = {"WMaxLimPct": pct}
         if self._has(DER_CTL_AC, "WMaxLimPctEna"):
             values["WMaxLimPctEna"] = "ENABLED" if enable else "DISABLED"
-        await self.write_points(DER_CTL_AC, values, now, index=index)
+        await self._write(
+            DER_CTL_AC, values, now, index=index, optional=frozenset({"WMaxLimPctEna"})
+        )
 
     async def set_power_setpoint(
         self, power_w: float, now: datetime, *, enable: bool = True, index: int = 0
@@ -367,10 +395,19 @@ class SunSpecClient:
         """Set the BESS active power set-point in W (704 ``WSet``, mode WATTS, then enable).
 
         The sign follows SunSpec DER: positive is injection (discharge), negative absorption.
+        ``WSetMod`` is written only when the device holds another mode, and enables only
+        when the device implements them.
         """
         values: dict[str, float | int | str] = {"WSet": power_w}
         if self._has(DER_CTL_AC, "WSetMod"):
             values["WSetMod"] = "WATTS"
         if self._has(DER_CTL_AC, "WSetEna"):
             values["WSetEna"] = "ENABLED" if enable else "DISABLED"
-        await self.write_points(DER_CTL_AC, values, now, index=index)
+        await self._write(
+            DER_CTL_AC,
+            values,
+            now,
+            index=index,
+            optional=frozenset({"WSetMod", "WSetEna"}),
+            if_different=frozenset({"WSetMod"}),
+        )

@@ -112,6 +112,8 @@ def _image(base: int = 40000) -> SunSpecImage:
             "203.TotWhImp": 123456,
             "704.WMaxLimPct": 100.0,
             "704.WMaxLimPctEna": 0,
+            "704.WSetEna": 0,
+            "704.WSetMod": 0,  # W_MAX_PCT: the client switches it to WATTS
         },
     )
 
@@ -486,3 +488,37 @@ def test_nested_repeating_groups_follow_their_count_points() -> None:
         group_counts={"705.Crv": 2, "705.Crv[0].Pt": 3, "705.Crv[1].Pt": 3},
     )
     _layout_matches_image(img)
+
+
+async def test_bess_and_pv_devices_take_setpoints() -> None:
+    """Against the emulated BESS and PV (devices.sunspec.devices): set-points take effect."""
+    from devices.sunspec.devices import BessDevice, PvInverterDevice
+
+    bess = BessDevice(T0, config={"capacity_kwh": 200, "max_charge_kw": 100,
+                                  "max_discharge_kw": 100, "soc": 0.5})  # fmt: skip
+    pv = PvInverterDevice(T0, config={"rated_kw": 50})
+    bport, pport = await bess.start(), await pv.start()
+    bc = SunSpecClient("127.0.0.1", bport, timeout_s=0.5)
+    pc = SunSpecClient("127.0.0.1", pport, timeout_s=0.5)
+    try:
+        assert sorted(await bc.connect(T0)) == [1, 701, 702, 704, 713, 802]
+        await bc.set_power_setpoint(40000, T0)  # discharge 40 kW
+        assert bess.image.get("704.WSet") == 40000
+        assert bess.image.get_raw("704.WSetEna") == 1
+        t1 = T0 + timedelta(minutes=15)
+        await bess.advance(t1)
+        w = (await bc.read_points(701, ["W"], t1))["W"]
+        assert w.value == pytest.approx(40000, rel=0.02) and w.measured_at == t1
+        # a set-point beyond the device's limits is refused: exception 3, a clear error
+        with pytest.raises(ModbusExceptionError) as info:
+            await bc.set_power_setpoint(500000, t1)
+        assert info.value.exception_code == 3
+
+        await pc.set_pv_curtailment(30.0, T0)
+        assert pv.image.get("704.WMaxLimPct") == pytest.approx(30.0)
+        assert pv.image.get_raw("704.WMaxLimPctEna") == 1
+    finally:
+        for c in (bc, pc):
+            await c.close()
+        await bess.close()
+        await pv.close()
