@@ -66,7 +66,9 @@ class OpcUaClient:
 
     Args:
         url: endpoint, e.g. ``opc.tcp://127.0.0.1:4840/``.
-        node_ids: node ids to subscribe to (``"ns=2;i=7"`` or ``"ns=2;s=Site.P"``).
+        node_ids: node ids to subscribe to: ``"ns=2;i=7"``, ``"ns=2;s=Site.P"``, or with the
+            namespace URI, resolved at each connect: ``"nsu=urn:migrid:x;s=YPTR1.TopOilTemp"``.
+            Readings are keyed by these strings as given.
         limit_node_id: the writable node of the site import limit (kW).
         units: unit of each subscribed node id, for the readings (optional).
         publishing_interval_ms: requested subscription publishing interval.
@@ -87,9 +89,10 @@ class OpcUaClient:
         backoff: Backoff | None = None,
     ) -> None:
         self.url = url
-        self.node_ids = [ua.NodeId.from_string(n).to_string() for n in node_ids]
+        self.node_ids = list(node_ids)
         self.limit_node_id = limit_node_id
-        self.units = {ua.NodeId.from_string(k).to_string(): v for k, v in (units or {}).items()}
+        self.units = dict(units or {})
+        self._keys: dict[str, str] = {}  # resolved node id string -> node id as configured
         self.publishing_interval_ms = publishing_interval_ms
         self.timeout_s = timeout_s
         self.watchdog_interval_s = watchdog_interval_s
@@ -128,9 +131,12 @@ class OpcUaClient:
 
     def reading(self, node_id: str) -> Reading | None:
         """The cached reading of ``node_id`` (``None`` before its first notification)."""
-        return self.readings.get(ua.NodeId.from_string(node_id).to_string())
+        return self.readings.get(node_id)
 
-    def _on_value(self, node_id: str, value: Any, dv: Any) -> None:
+    def _on_value(self, resolved: str, value: Any, dv: Any) -> None:
+        node_id = self._keys.get(resolved)
+        if node_id is None:
+            return  # not one of ours (a subscription from before a reconnect)
         now = self._now
         ts = _aware(getattr(dv, "SourceTimestamp", None)) or _aware(
             getattr(dv, "ServerTimestamp", None)
@@ -211,7 +217,9 @@ class OpcUaClient:
         try:
             await client.connect()
             sub = await client.create_subscription(self.publishing_interval_ms, _Handler(self))
-            nodes = [client.get_node(n) for n in self.node_ids]
+            resolved = [await self._resolve(client, n) for n in self.node_ids]
+            self._keys = {r.to_string(): n for r, n in zip(resolved, self.node_ids, strict=True)}
+            nodes = [client.get_node(r) for r in resolved]
             if nodes:
                 results = await sub.subscribe_data_change(nodes)
                 for node_id, result in zip(self.node_ids, results, strict=True):
@@ -228,6 +236,21 @@ class OpcUaClient:
             raise
         self.backoff.succeeded()
 
+    @staticmethod
+    async def _resolve(client: Client, node_id: str) -> ua.NodeId:
+        """A node id string; ``nsu=<uri>;...`` gets the server's index of ``uri``."""
+        if node_id.startswith("nsu="):
+            uri, _, rest = node_id[4:].partition(";")
+            try:
+                index = await client.get_namespace_index(uri)
+            except ValueError as exc:
+                raise SiteIoProtocolError(f"namespace {uri!r} not on the server") from exc
+            node_id = f"ns={index};{rest}"
+        try:
+            return ua.NodeId.from_string(node_id)
+        except (ValueError, UaError) as exc:
+            raise SiteIoProtocolError(f"bad node id {node_id!r}: {exc}") from exc
+
     # ----------------------------------------------------------------- writes
     async def write_import_limit(self, power_kw: float, now: datetime) -> None:
         """Write the site import limit (kW) to ``limit_node_id``, as the node's data type.
@@ -243,8 +266,8 @@ class OpcUaClient:
         async with self._inflight.track(), self._lock:
             await self._ensure_connected(now)
             assert self._client is not None
-            node = self._client.get_node(self.limit_node_id)
             try:
+                node = self._client.get_node(await self._resolve(self._client, self.limit_node_id))
                 if self._limit_type is None:
                     self._limit_type = await node.read_data_type_as_variant_type()
                 vtype = self._limit_type

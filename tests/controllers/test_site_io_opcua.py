@@ -193,3 +193,42 @@ async def test_unknown_node_is_a_clear_error(site: Site) -> None:
         await client.connect(T0)
     assert not client.connected
     await client.close()
+    client = OpcUaClient(site.url, ["nsu=urn:nowhere;s=X"], timeout_s=1.0)
+    with pytest.raises(SiteIoProtocolError, match="urn:nowhere"):
+        await client.connect(T0)
+    await client.close()
+
+
+async def test_against_the_transformer_emulator() -> None:
+    """Node ids by namespace URI, values with the emulator's timestamps, limit writes."""
+    from controllers.site_io import SiteIoProtocolError
+    from devices.transformer.server import NAMESPACE_URI, TransformerServer
+
+    tr = TransformerServer()
+    url = await tr.start()
+    top = f"nsu={NAMESPACE_URI};s=YPTR1.TopOilTemp"
+    power = f"nsu={NAMESPACE_URI};s=MMXU1.TotW"
+    client = OpcUaClient(
+        url,
+        [top, power],
+        limit_node_id=f"nsu={NAMESPACE_URI};s=Transformer.SiteImportLimit",
+        units={top: "degC", power: "W"},
+        publishing_interval_ms=20,
+    )
+    try:
+        t1 = T0 + timedelta(minutes=1)
+        await tr.advance(T0, [0.0, 0.0, 0.0], 20.0)
+        await client.connect(T0)
+        await tr.advance(t1, [400.0, 400.0, 400.0], 20.0)
+        client.set_now(t1)
+        await _until(lambda: (r := client.reading(power)) is not None and r.measured_at == t1)
+        assert client.reading(power).value > 0 and client.reading(power).unit == "W"
+        assert client.reading(top).measured_at == t1
+        await client.write_import_limit(321.5, t1)
+        assert tr.site_import_limit_kw == 321.5
+        with pytest.raises(SiteIoProtocolError, match="BadOutOfRange"):
+            await client.write_import_limit(-1.0, t1)
+        assert tr.site_import_limit_kw == 321.5 and client.connected
+    finally:
+        await client.close()
+        await tr.stop()
