@@ -123,9 +123,10 @@ class Sessions(_Model):
 
     ``dataset``: ``acn_caltech`` or ``acn_jpl`` (ACN-Data, CC BY 4.0). Sessions whose
     arrival lies in the run window are replayed. ``station_map`` maps recorded station
-    ids to EVSEs (``"CS001/1"``); ids not mapped are assigned in sorted order, round-robin
-    over the EVSEs; an arrival at a busy EVSE takes the lowest-numbered free one, and is
-    refused (counted) when none is free.
+    ids to EVSEs (``"CS001/1"``); ids not mapped are assigned in sorted order, spread
+    evenly over the EVSEs (round-robin when there are more ids than EVSEs); an arrival
+    at a busy EVSE takes the lowest-numbered free one, and is refused (counted) when
+    none is free.
 
     ``stack_days`` > 1 replays the sessions of that many consecutive days from the run
     start all within the run window, day d shifted back by d days: real arrival patterns

@@ -64,12 +64,15 @@ def assign_evses(
 ) -> dict[str, str]:
     """Map recorded station ids to EVSE names.
 
-    Explicit entries win; the other ids, sorted, go round-robin over ``evses``.
+    Explicit entries win. The other ids, sorted, are spread evenly over ``evses`` when
+    there are fewer ids than EVSEs (so that every station group, e.g. both OCPP versions,
+    gets sessions), and go round-robin over ``evses`` when there are more.
     """
     mapping = dict(explicit)
     rest = sorted(set(recorded_ids) - set(explicit))
+    n, m = len(rest), len(evses)
     for i, rid in enumerate(rest):
-        mapping[rid] = evses[i % len(evses)]
+        mapping[rid] = evses[i * m // n] if n <= m else evses[i % m]
     return mapping
 
 

@@ -44,3 +44,15 @@ def test_plan_never_double_books_and_respects_the_battery(rows, seed) -> None:
         assert 0.05 - 1e-9 <= s.arrival_soc <= s.target_soc
         gain = s.needed_kwh * 0.9 / s.model.battery_capacity_kwh
         assert abs(s.arrival_soc + gain - s.target_soc) < 1e-9
+
+
+def test_fewer_ids_than_evses_spread_over_every_group() -> None:
+    from twin.session_plan import assign_evses
+
+    evses = [f"CA{i:03d}/1" for i in range(1, 41)] + [f"CB{i:03d}/1" for i in range(1, 15)]
+    mapping = assign_evses([f"R{i:02d}" for i in range(39)], evses, {})
+    used = set(mapping.values())
+    assert len(used) == 39  # one EVSE each
+    assert any(e.startswith("CB") for e in used)  # the OCPP 1.6 group gets sessions too
+    more = assign_evses([f"R{i:02d}" for i in range(60)], evses, {"R00": "CB014/1"})
+    assert more["R00"] == "CB014/1" and more["R01"] == evses[0]
