@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from controllers.site_io import (
     Backoff,
@@ -19,69 +16,8 @@ from controllers.site_io import (
     is_stale,
 )
 from controllers.site_io.sunspec_models import decode_raw, encode_raw, model_def
-from devices.sunspec.image import IllegalAddressError, IllegalValueError, SunSpecImage
-
-
-class _LocalServer:
-    """Test-only stand-in for ``devices.sunspec.server`` (same surface) on SimData/SimDevice."""
-
-    def __init__(self, image: SunSpecImage, *, unit: int = 1) -> None:
-        self.image = image
-        self.unit = unit
-        self.port: int | None = None
-        self._server: ModbusTcpServer | None = None
-        self._internal = False  # the action callback also sees our own async_setValues
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        device = SimDevice(
-            id=self.unit,
-            simdata=[
-                SimData(
-                    self.image.base,
-                    values=list(self.image.registers),
-                    datatype=DataType.REGISTERS,
-                )
-            ],
-            action=self._action,
-        )
-        self._server = ModbusTcpServer(device, address=(host, port))
-        await self._server.serve_forever(background=True)
-        self.port = int(self._server.transport.sockets[0].getsockname()[1])
-        return self.port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
-
-    async def update(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            address, regs = self.image.set(key, value)
-            if self._server is not None:
-                self._internal = True
-                try:
-                    await self._server.async_setValues(self.unit, 16, address, regs)
-                finally:
-                    self._internal = False
-
-    async def _action(self, function_code, start_address, address, count, current, set_values):
-        if self._internal or set_values is None or function_code not in (6, 16):
-            return None
-        regs = [int(v) for v in set_values]
-        try:
-            self.image.decode_write(address, regs)
-        except IllegalAddressError:
-            return ExcCodes.ILLEGAL_ADDRESS
-        except IllegalValueError:
-            return ExcCodes.ILLEGAL_VALUE
-        self.image.write_registers(address, regs)
-        return None
-
-
-try:
-    from devices.sunspec.server import SunSpecServer
-except ImportError:  # the device server is not in the tree: use the stand-in
-    SunSpecServer = _LocalServer  # type: ignore[assignment,misc]
+from devices.sunspec.image import SunSpecImage
+from devices.sunspec.server import SunSpecServer
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -283,7 +219,7 @@ def test_encode_decode_roundtrip() -> None:
 
 @pytest.mark.parametrize("base", [0, 50000])
 async def test_discovery_falls_back_to_other_bases(base: int) -> None:
-    srv = _LocalServer(_image(base))
+    srv = SunSpecServer(_image(base))
     await srv.start()
     client = _client(srv)
     try:
@@ -294,22 +230,6 @@ async def test_discovery_falls_back_to_other_bases(base: int) -> None:
     finally:
         await client.close()
         await srv.close()
-
-
-async def test_stand_in_server_matches(server: SunSpecServer) -> None:
-    """The stand-in answers like the device server (when both are there)."""
-    local = _LocalServer(_image())
-    await local.start()
-    a, b = _client(server), _client(local)
-    try:
-        ra, rb = await a.read_model(203, T0), await b.read_model(203, T0)
-        assert ra == rb
-        await b.set_pv_curtailment(33.3, T0)
-        assert local.image.get("704.WMaxLimPct") == pytest.approx(33.3)
-    finally:
-        await a.close()
-        await b.close()
-        await local.close()
 
 
 def _pysunspec2_values(port: int) -> dict[int, dict[str, object]]:
