@@ -264,6 +264,21 @@ class V201Dialect(Dialect):
         ev.status = "Available"
 
 
+def _profile_201(cp: dict[str, Any], transaction_id: str | None) -> Any:
+    """A ChargingProfileType (snake_case keys, 2.0.1 section 2.10) as a profile object."""
+    return make_profile(
+        profile_id=cp["id"],
+        stack_level=cp["stack_level"],
+        purpose=cp["charging_profile_purpose"],
+        kind=cp["charging_profile_kind"],
+        schedule=cp["charging_schedule"][0],
+        recurrency=cp.get("recurrency_kind"),
+        valid_from=cp.get("valid_from"),
+        valid_to=cp.get("valid_to"),
+        transaction_id=transaction_id,
+    )
+
+
 def _reply(status: str, reason: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"status": status}
     if reason:
@@ -286,17 +301,7 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
         if cp["charging_profile_purpose"] == "ChargingStationExternalConstraints":
             return _reply("Rejected", "InvalidValue")
         try:
-            profile = make_profile(
-                profile_id=cp["id"],
-                stack_level=cp["stack_level"],
-                purpose=cp["charging_profile_purpose"],
-                kind=cp["charging_profile_kind"],
-                schedule=cp["charging_schedule"][0],
-                recurrency=cp.get("recurrency_kind"),
-                valid_from=cp.get("valid_from"),
-                valid_to=cp.get("valid_to"),
-                transaction_id=cp.get("transaction_id"),
-            )
+            profile = _profile_201(cp, cp.get("transaction_id"))
         except ValueError:
             return _reply("Rejected", "InvalidValue")
         ok, reason = self._station.install_profile(evse_id, profile)
@@ -362,17 +367,7 @@ class StationChargePoint201(StationLinkMixin, _ChargePoint201):  # type: ignore[
             if cp["charging_profile_purpose"] != "TxProfile":
                 return _reply("Rejected", "InvalidProfile")
             try:
-                profile = make_profile(
-                    profile_id=cp["id"],
-                    stack_level=cp["stack_level"],
-                    purpose=cp["charging_profile_purpose"],
-                    kind=cp["charging_profile_kind"],
-                    schedule=cp["charging_schedule"][0],
-                    recurrency=cp.get("recurrency_kind"),
-                    valid_from=cp.get("valid_from"),
-                    valid_to=cp.get("valid_to"),
-                    transaction_id=None,
-                )
+                profile = _profile_201(cp, None)
             except ValueError:
                 return _reply("Rejected", "InvalidProfile")
         ok, tx = self._station.request_start(
