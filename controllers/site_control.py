@@ -9,16 +9,25 @@ tree — a lost measurement removes headroom, never adds it):
 
 * non-EV load = site meter import - EV power (the meter sees building load, PV, BESS and
   EVs together; the EV sum comes from the stations' own meters via the CSMS);
-* site limit = min(grid connection limit, transformer limit when reported);
+* site limit = min(grid connection limit, transformer limit when reported); when the
+  transformer reports a loading above ``transformer_max_loading_pct`` the limit drops to
+  the present import scaled down to that loading, and a hot-spot above
+  ``transformer_hot_spot_max_c`` (IEC 60076-7 Table 4: 120 degC for normal cyclic
+  loading) takes 10 % off the present import at every step until it cools;
 * a stale or missing site meter (older than ``measurement_timeout_s``) sets ``fail_safe``:
-  the non-EV load is taken as the whole limit (no headroom; the DLM then holds the EVSEs
-  at their minimum or pauses them) and BESS discharge stops;
+  the non-EV load is reported as unknown (``None``), for which the DLM assumes its
+  configured worst case and holds every EVSE at its minimum (or pauses it), and the BESS
+  stops (set-point 0: no discharge);
 * BESS peak shaving: discharge when the site import would exceed ``peak_shave_kw``,
   charge from PV surplus (export) or when import is below the threshold minus a margin;
   the set-point never drives the SoC below ``soc_min`` (20 % by default) nor above
   ``soc_max`` within the next control step, and never exceeds the power limits;
 * PV surplus mode: EVs may use only the exported PV power (plus ``surplus_grid_kw`` from
-  the grid), at least ``min_power_kw`` per active EV when ``surplus_min_current`` is set.
+  the grid); with ``surplus_min_current`` at least the sum of the active EVSEs' minimum
+  power (``ev_minimum_kw``), so that a started session keeps charging at its minimum
+  current from the grid when the sun goes (the "minPV" mode of evcc);
+* PV curtailment: with an ``export_limit_kw``, PV output is capped so that the export
+  expected on the next step stays within it (``pv_limit_kw``; ``None`` = uncurtailed).
 
 Sign conventions: site power positive when importing; BESS power positive when
 discharging (delivering to the site), negative when charging.
@@ -71,7 +80,11 @@ class SiteControlConfig:
     ``grid_limit_kw``: contracted import limit; ``peak_shave_kw``: import above which the
     BESS discharges (None: no peak shaving); ``charge_margin_kw``: the BESS recharges from
     the grid only while import stays this far below ``peak_shave_kw``;
-    ``measurement_timeout_s``: age beyond which a measurement counts as lost.
+    ``measurement_timeout_s``: age beyond which a measurement counts as lost;
+    ``pv_surplus_mode``, ``surplus_grid_kw``, ``surplus_min_current``: PV-surplus charging;
+    ``export_limit_kw``: largest allowed export (None: no PV curtailment);
+    ``transformer_max_loading_pct`` and ``transformer_hot_spot_max_c``: transformer
+    loading and hot-spot bounds (module docstring).
     """
 
     grid_limit_kw: float
@@ -81,6 +94,10 @@ class SiteControlConfig:
     bess: BessLimits | None = None
     pv_surplus_mode: bool = False
     surplus_grid_kw: float = 0.0
+    surplus_min_current: bool = False
+    export_limit_kw: float | None = None
+    transformer_max_loading_pct: float = 100.0
+    transformer_hot_spot_max_c: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,9 @@ class SiteInputs:
     ``site_import_kw``: site meter (positive importing); ``ev_power_kw``: sum of the EVSE
     meters; ``pv_power_kw``: PV inverter output (>= 0); ``bess_soc`` (0..1) and
     ``bess_power_kw`` (positive discharging); ``transformer_limit_kw``: the limit the
-    transformer (or its operator) reports.
+    transformer (or its operator) reports; ``transformer_loading_pct`` (highest phase
+    current over rated, %) and ``transformer_hot_spot_c`` (degC); ``ev_minimum_kw``: sum
+    of the minimum power of the EVSEs with an open transaction.
     """
 
     site_import_kw: Measured | None
@@ -99,25 +118,42 @@ class SiteInputs:
     bess_soc: Measured | None = None
     bess_power_kw: Measured | None = None
     transformer_limit_kw: Measured | None = None
+    transformer_loading_pct: Measured | None = None
+    transformer_hot_spot_c: Measured | None = None
+    ev_minimum_kw: float = 0.0
 
 
 @dataclass(frozen=True)
 class SiteDecision:
     """What the site controller decided.
 
-    ``non_ev_load_kw``: load the DLM must assume besides the EVs; ``site_limit_kw``: the
-    limit in force; ``ev_budget_kw``: power the EVs may draw (limit minus non-EV load,
-    or the PV surplus in surplus mode; never negative); ``bess_setpoint_kw``: positive
-    discharge, negative charge; ``fail_safe``: a required measurement was lost;
-    ``reasons``: why, for the event log.
+    ``non_ev_load_kw``: load the DLM must assume besides the EVs, ``None`` when the site
+    meter is lost (the DLM then applies its worst case and holds EVSEs at their minimum);
+    ``site_limit_kw``: the limit in force; ``ev_budget_kw``: power the EVs may draw
+    (limit minus non-EV load, or the PV surplus in surplus mode; never negative; 0 in fail
+    safe, where only minimums are given); ``bess_setpoint_kw``: positive discharge,
+    negative charge; ``pv_limit_kw``: PV output cap, ``None`` = uncurtailed;
+    ``fail_safe``: a required measurement was lost; ``reasons``: why, for the event log.
     """
 
-    non_ev_load_kw: float
+    non_ev_load_kw: float | None
     site_limit_kw: float
     ev_budget_kw: float
     bess_setpoint_kw: float
     fail_safe: bool
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    pv_limit_kw: float | None = None
+
+    @property
+    def ev_limit_kw(self) -> float:
+        """Import limit [kW] to hand the DLM: non-EV load + EV budget, or the site limit.
+
+        In fail safe (non-EV load unknown) the site limit; the DLM's own worst case and
+        minimum-only rule then apply.
+        """
+        if self.non_ev_load_kw is None:
+            return self.site_limit_kw
+        return min(self.site_limit_kw, self.non_ev_load_kw + self.ev_budget_kw)
 
 
 def bess_power_bounds(limits: BessLimits, soc: float, dt_s: float) -> tuple[float, float]:
@@ -160,10 +196,12 @@ def decide(
 
     meter_ok = fresh(inputs.site_import_kw, now, timeout)
     bess_ok = config.bess is not None and fresh(inputs.bess_soc, now, timeout)
+    site_now = inputs.site_import_kw.value if meter_ok and inputs.site_import_kw else None
+    limit = _transformer_bounds(inputs, config, now, limit, site_now, reasons)
     if not meter_ok:
-        reasons.append("site meter stale or missing: no EV headroom, BESS discharge stopped")
+        reasons.append("site meter stale or missing: EVSEs at minimum, BESS stopped")
         return SiteDecision(
-            non_ev_load_kw=limit,
+            non_ev_load_kw=None,
             site_limit_kw=limit,
             ev_budget_kw=0.0,
             bess_setpoint_kw=0.0,
@@ -204,14 +242,52 @@ def decide(
     non_ev_next = non_ev + bess_now - setpoint
     if config.pv_surplus_mode:
         surplus = max(0.0, -non_ev_next) + config.surplus_grid_kw
+        if config.surplus_min_current:
+            surplus = max(surplus, inputs.ev_minimum_kw)
         budget = min(surplus, limit - non_ev_next)
     else:
         budget = limit - non_ev_next
+    budget = max(0.0, budget)
+    pv_limit = None
+    pv = inputs.pv_power_kw
+    if config.export_limit_kw is not None and pv is not None and fresh(pv, now, timeout):
+        # export expected next step: the EVs keep drawing what they draw now, at most
+        # their budget
+        export = -(non_ev_next + min(inputs.ev_power_kw, budget))
+        excess = export - config.export_limit_kw
+        if excess > 0:
+            pv_limit = max(0.0, pv.value - excess)
+            reasons.append(f"export {export:.1f} kW above {config.export_limit_kw} kW: PV capped")
     return SiteDecision(
         non_ev_load_kw=non_ev_next,
         site_limit_kw=limit,
-        ev_budget_kw=max(0.0, budget),
+        ev_budget_kw=budget,
         bess_setpoint_kw=setpoint,
         fail_safe=False,
         reasons=tuple(reasons),
+        pv_limit_kw=pv_limit,
     )
+
+
+def _transformer_bounds(
+    inputs: SiteInputs,
+    config: SiteControlConfig,
+    now: datetime,
+    limit: float,
+    site_kw: float | None,
+    reasons: list[str],
+) -> float:
+    """The limit lowered for transformer loading and hot-spot (module docstring)."""
+    timeout = config.measurement_timeout_s
+    load_now = max(0.0, site_kw) if site_kw is not None else None
+    loading = inputs.transformer_loading_pct
+    if fresh(loading, now, timeout) and loading is not None and load_now is not None:
+        if loading.value > config.transformer_max_loading_pct and loading.value > 0:
+            limit = min(limit, load_now * config.transformer_max_loading_pct / loading.value)
+            reasons.append(f"transformer loading {loading.value:.0f} %: limit {limit:.1f} kW")
+    hot = inputs.transformer_hot_spot_c
+    if fresh(hot, now, timeout) and hot is not None and load_now is not None:
+        if hot.value > config.transformer_hot_spot_max_c:
+            limit = min(limit, 0.9 * load_now)
+            reasons.append(f"transformer hot-spot {hot.value:.0f} degC: limit {limit:.1f} kW")
+    return limit

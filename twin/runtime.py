@@ -36,10 +36,12 @@ from devices.charging_station import ChargingStation, EvseSpec, StationSpec
 from devices.vehicle import VehicleSpec, VehicleState
 from twin import ocpp_validation
 from twin.kpis import KpiInputs, SessionOutcome, compute_kpis
+from twin.kpis_site import SiteKpiInputs, site_kpis
 from twin.recorder import EventWriter, TraceWriter
 from twin.run_inputs import RunInputs
 from twin.scenario import STATION_KINDS, Scenario
 from twin.session_plan import PlannedSession
+from twin.site_runtime import SiteSide, worst_case_non_ev_kw
 
 #: phaseRotation per station index: single-phase vehicles spread over L1, L2, L3.
 PHASE_ROTATIONS = ("RST", "STR", "TRS")
@@ -110,7 +112,7 @@ def csms_config(scenario: Scenario, specs: Sequence[StationSpec]) -> CsmsConfig:
             phases=site.phases,
             voltage_v=site.voltage_v,
             safety_margin_kw=site.safety_margin_kw,
-            non_ev_load_worst_case_kw=site.base_load.peak_kw,
+            non_ev_load_worst_case_kw=worst_case_non_ev_kw(scenario),
         ),
         dlm=DlmConfig(**dlm.model_dump()),
         known_stations=[s.station_id for s in specs],
@@ -162,6 +164,7 @@ class LockStepRuntime:
         self._outcomes: dict[str, SessionOutcome] = {}
         self._session_start_kwh: dict[str, float] = {}
         self._now = scenario.run.start
+        self._site: SiteSide | None = None
 
     # -- quiescence -----------------------------------------------------------------
     async def quiesce(self) -> None:
@@ -244,12 +247,29 @@ class LockStepRuntime:
         await self.quiesce()
 
     # -- recording ------------------------------------------------------------------
+    def _ev_phase_kw(self) -> tuple[float, float, float]:
+        """Mean EV power per site phase over the last step [kW] (EVSE currents x V)."""
+        phases = [0.0, 0.0, 0.0]
+        v = self.scenario.site.voltage_v
+        for spec in self._specs:
+            station = self._stations[spec.station_id]
+            for evse in spec.evses:
+                for i, current_a in enumerate(station.evse_state(evse.evse_id).current_a):
+                    phases[i] += current_a * v / 1000.0
+        return phases[0], phases[1], phases[2]
+
     def _sample(
-        self, t: datetime, last_register: dict[str, float], dt_s: float, k: int
+        self,
+        t: datetime,
+        last_register: dict[str, float],
+        dt_s: float,
+        k: int,
+        site_rows: list[tuple[str, str, float, str]] | None = None,
+        site_import_kw: float | None = None,
     ) -> tuple[float, float, float]:
         assert self._csms is not None
         setpoints = self._csms.setpoints()
-        rows: list[tuple[str, str, float, str]] = []
+        rows: list[tuple[str, str, float, str]] = list(site_rows or [])
         ev_kw = 0.0
         for spec in self._specs:
             station = self._stations[spec.station_id]
@@ -270,7 +290,7 @@ class LockStepRuntime:
                 if reading.soc is not None:
                     rows.append((name, "soc", reading.soc, "1"))
         base_kw = self._base_kw[k - 1]
-        import_kw = base_kw + ev_kw
+        import_kw = base_kw + ev_kw if site_import_kw is None else site_import_kw
         rows.append(("site", "import_kw", import_kw, "kW"))
         rows.append(("site", "ev_power_kw", ev_kw, "kW"))
         rows.append(("site", "base_load_kw", base_kw, "kW"))
@@ -312,11 +332,21 @@ class LockStepRuntime:
         self._endpoints = [self._csms, *self._stations.values()]
         import_kw = np.zeros(steps)
         ev_kw = np.zeros(steps)
+        site = self._site = (
+            SiteSide(sc, steps, sink) if sc.site_devices is not None else None
+        )
         try:
             self._csms.set_now(run.start)
+            if site is not None:
+                await site.start(run.start)
+                self._endpoints += site.endpoints
             await asyncio.gather(*(s.connect(run.start) for s in self._stations.values()))
             await self.quiesce()
-            self._csms.set_non_ev_load(float(self._base_kw[0]), run.start)
+            if site is not None:
+                await site.control(run.start, run.step_s, self._csms)
+                await self.quiesce()
+            else:
+                self._csms.set_non_ev_load(float(self._base_kw[0]), run.start)
             await self._csms.step(run.start)
             await self.quiesce()
             self.events.commit_step()
@@ -343,13 +373,23 @@ class LockStepRuntime:
                 self._now = t_k
                 self._csms.set_now(t_k)
                 await asyncio.gather(*(s.advance(t_k) for s in self._stations.values()))
+                site_rows = None
+                site_import = None
+                if site is not None:
+                    truth = await site.advance(
+                        t_k, self._ev_phase_kw(), float(self._base_kw[k - 1]), k
+                    )
+                    await self.quiesce()
+                    decision = await site.control(t_k, run.step_s, self._csms, k)
+                    site_rows, site_import = site.rows(truth, decision), truth.import_kw
+                else:
+                    base_next = float(self._base_kw[min(k, steps - 1)])
+                    self._csms.set_non_ev_load(base_next, t_k)
                 await self.quiesce()
-                base_next = float(self._base_kw[min(k, steps - 1)])
-                self._csms.set_non_ev_load(base_next, t_k)
                 await self._csms.step(t_k)
                 await self.quiesce()
                 import_kw[k - 1], ev_kw[k - 1], _ = self._sample(
-                    t_k, last_register, run.step_s, k)
+                    t_k, last_register, run.step_s, k, site_rows, site_import)
                 self.events.commit_step()
                 self.traces.maybe_flush()
                 self.events.maybe_flush()
@@ -358,6 +398,8 @@ class LockStepRuntime:
         finally:
             for station in self._stations.values():
                 await station.close()
+            if site is not None:
+                await site.close()
             await self._csms.stop()
             self.events.close()
             self.traces.close()
@@ -379,4 +421,30 @@ class LockStepRuntime:
                 simulated_s=run.duration_h * 3600.0,
             )
         )
+        if site is not None:
+            kpis["kpis"].update(site_kpis(self._site_kpi_inputs(site, import_kw)))
+            kpis["wall"]["fieldbus_exchanges"] = {"value": site.exchanges, "unit": "1"}
         return RunOutput(self.run_dir, kpis)
+
+    def _site_kpi_inputs(self, site: SiteSide, import_kw: np.ndarray) -> SiteKpiInputs:
+        s = site.series
+        devices = site.devices
+
+        def present(name: str) -> np.ndarray | None:
+            values = s[name][~np.isnan(s[name])]
+            return values if len(values) else None
+
+        return SiteKpiInputs(
+            step_s=float(self.scenario.run.step_s),
+            import_kw=import_kw,
+            pv_kw=s["pv_kw"] if devices.pv is not None else None,
+            pv_available_kw=s["pv_available_kw"] if devices.pv is not None else None,
+            bess_kw=s["bess_kw"] if devices.bess is not None else None,
+            bess_soc=present("bess_soc"),
+            bess_capacity_kwh=devices.bess.capacity_kwh if devices.bess is not None else None,
+            loading_pct=present("loading_pct"),
+            hot_spot_c=present("hot_spot_c"),
+            top_oil_c=present("top_oil_c"),
+            loss_of_life_h=site.loss_of_life_h,
+            fail_safe=s["fail_safe"],
+        )

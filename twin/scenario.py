@@ -9,13 +9,12 @@ starts, with the dotted path of every bad field and the reason (:class:`Scenario
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,18 +23,12 @@ from pydantic import (
     model_validator,
 )
 
+from twin.scenario_site import SiteDevices
+from twin.scenario_time import UtcDatetime
+
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message lists ``path: reason`` lines."""
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("needs a time zone (write e.g. 2019-09-02T07:00:00Z)")
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class _Model(BaseModel):
@@ -268,6 +261,7 @@ class Scenario(_Model):
     vehicles: Vehicles = Vehicles()
     prices: Prices | None = None
     controllers: Controllers = Controllers()
+    site_devices: SiteDevices | None = None
     run: Run
     assertions: list[Assertion] = Field(default_factory=list)
 

@@ -20,7 +20,8 @@ import yaml
 from twin import kpis as kpi_doc
 from twin.run_inputs import resolve_inputs
 from twin.runtime import LockStepRuntime, ProgressCallback
-from twin.scenario import Scenario, load_scenario
+from twin.scenario import Scenario, ScenarioError, load_scenario
+from twin.scenario_site import physical_devices
 
 
 class KpiAssertionError(Exception):
@@ -107,6 +108,12 @@ async def run_scenario(
         KpiAssertionError: the run finished but a KPI assertion failed.
     """
     scenario = load_scenario(path)
+    if scenario.site_devices is not None and (physical := physical_devices(scenario.site_devices)):
+        raise ScenarioError(
+            f"{path}: site_devices {', '.join(physical)} bound to physical addresses: the "
+            "lock-step twin runs on virtual time and drives emulated devices only; check "
+            "physical devices with `migrid device check FILE` and run them on a bench"
+        )
     if seed is not None:
         scenario = scenario.model_copy(
             update={"run": scenario.run.model_copy(update={"seed": seed})}

@@ -74,6 +74,10 @@ class OpcUaClient:
         publishing_interval_ms: requested subscription publishing interval.
         timeout_s: per-request timeout of the library.
         backoff: reconnect back-off on injected time.
+        subscribe: keep a subscription (bench, wall clock); ``False`` for polling only
+            with :meth:`read` (the lock-step twin: a read is a tracked request, so its
+            result is in the cache when the runtime quiesces, whatever the wall-clock
+            publishing interval).
     """
 
     def __init__(
@@ -87,8 +91,10 @@ class OpcUaClient:
         timeout_s: float = 2.0,
         watchdog_interval_s: float = 1.0,
         backoff: Backoff | None = None,
+        subscribe: bool = True,
     ) -> None:
         self.url = url
+        self.subscribe = subscribe
         self.node_ids = list(node_ids)
         self.limit_node_id = limit_node_id
         self.units = dict(units or {})
@@ -103,6 +109,7 @@ class OpcUaClient:
         self._client: Client | None = None
         self._subscription: Any = None
         self._limit_type: ua.VariantType | None = None
+        self._nodes: list[Node] = []
         self._lock = asyncio.Lock()
         self._inflight = InFlight()
 
@@ -118,10 +125,10 @@ class OpcUaClient:
 
     @property
     def connected(self) -> bool:
-        """Whether the session is up with its subscription."""
+        """Whether the session is up (with its subscription when subscribing)."""
         return (
             self._client is not None
-            and self._subscription is not None
+            and (self._subscription is not None or not self.subscribe)
             and self._client.uaclient.state is UaClientState.CONNECTED
         )
 
@@ -147,6 +154,9 @@ class OpcUaClient:
             ts = now
         if ts is None:
             return  # no time at all yet: nothing a caller could judge the age of
+        old = self.readings.get(node_id)
+        if old is not None and old.measured_at > ts:
+            return  # a late notification older than what a read already brought
         status = getattr(dv, "StatusCode", None)
         good = status is None or bool(getattr(status, "is_good", lambda: True)())
         if not good or isinstance(value, bool | bytes | list | dict):
@@ -216,10 +226,14 @@ class OpcUaClient:
         self._client = client
         try:
             await client.connect()
-            sub = await client.create_subscription(self.publishing_interval_ms, _Handler(self))
             resolved = [await self._resolve(client, n) for n in self.node_ids]
             self._keys = {r.to_string(): n for r, n in zip(resolved, self.node_ids, strict=True)}
-            nodes = [client.get_node(r) for r in resolved]
+            self._nodes = [client.get_node(r) for r in resolved]
+            if not self.subscribe:
+                self.backoff.succeeded()
+                return
+            sub = await client.create_subscription(self.publishing_interval_ms, _Handler(self))
+            nodes = self._nodes
             if nodes:
                 results = await sub.subscribe_data_change(nodes)
                 for node_id, result in zip(self.node_ids, results, strict=True):
@@ -250,6 +264,30 @@ class OpcUaClient:
             return ua.NodeId.from_string(node_id)
         except (ValueError, UaError) as exc:
             raise SiteIoProtocolError(f"bad node id {node_id!r}: {exc}") from exc
+
+    # ------------------------------------------------------------------ reads
+    async def read(self, now: datetime) -> dict[str, Reading]:
+        """Read every configured node now (one Read service call); update the cache.
+
+        Values carry their source timestamp (see the module docstring). Returns the cache.
+
+        Raises:
+            SiteIoUnavailableError: not connected (or back-off running); the connection is
+                torn down if the read failed on the transport.
+        """
+        self.set_now(now)
+        async with self._inflight.track(), self._lock:
+            await self._ensure_connected(now)
+            assert self._client is not None
+            if self._nodes:
+                try:
+                    values = await self._client.read_attributes(self._nodes)
+                except _IO_ERRORS as exc:
+                    raise await self._lost(now, exc) from exc
+                for node, dv in zip(self._nodes, values, strict=True):
+                    value = dv.Value.Value if dv.Value is not None else None
+                    self._on_value(node.nodeid.to_string(), value, dv)
+        return self.readings
 
     # ----------------------------------------------------------------- writes
     async def write_import_limit(self, power_kw: float, now: datetime) -> None:

@@ -50,8 +50,9 @@ def test_dead_meter_is_never_zero_load() -> None:
     cfg = SiteControlConfig(grid_limit_kw=150, peak_shave_kw=100, bess=BESS)
     for meter in (None, m(0.0, age_s=31)):
         d = decide(SiteInputs(meter, ev_power_kw=0, bess_soc=m(0.9)), cfg, NOW, 60)
-        assert d.fail_safe and d.ev_budget_kw == 0 and d.non_ev_load_kw == 150
-        assert d.bess_setpoint_kw <= 0
+        assert d.fail_safe and d.ev_budget_kw == 0 and d.non_ev_load_kw is None
+        assert d.bess_setpoint_kw == 0  # no discharge, no charge from the grid
+        assert d.ev_limit_kw == 150  # the DLM's worst case and minimum-only rule apply
 
 
 def test_transformer_limit_lowers_the_site_limit() -> None:
@@ -96,12 +97,46 @@ def test_budget_plus_non_ev_load_never_exceeds_the_limit(site, ev, limit, age, s
     d = decide(SiteInputs(m(site, age), ev_power_kw=ev, bess_soc=m(soc)), cfg, NOW, 60)
     assert d.ev_budget_kw >= 0
     if d.ev_budget_kw > 0:
+        assert d.non_ev_load_kw is not None
         assert d.non_ev_load_kw + d.ev_budget_kw <= d.site_limit_kw + 1e-9
+    assert d.ev_limit_kw <= d.site_limit_kw + 1e-9
     if age > cfg.measurement_timeout_s:
-        assert d.fail_safe and d.ev_budget_kw == 0 and d.bess_setpoint_kw <= 0
+        assert d.fail_safe and d.ev_budget_kw == 0 and d.bess_setpoint_kw == 0
+        assert d.non_ev_load_kw is None
 
 
 def test_bounds_helper_matches_remaining_energy() -> None:
     lo, hi = bess_power_bounds(BESS, soc=0.21, dt_s=3600)
     assert abs(hi - 1.0 * 0.95) < 1e-9  # 1 kWh above the floor, discharge efficiency
     assert lo == -50
+
+
+def test_surplus_mode_limit_and_minimum_current_option() -> None:
+    base = SiteControlConfig(grid_limit_kw=150, pv_surplus_mode=True)
+    cloudy = SiteInputs(m(12), ev_power_kw=8, pv_power_kw=m(5), ev_minimum_kw=8.3)
+    d = decide(cloudy, base, NOW, 60)
+    assert d.ev_budget_kw == 0 and d.ev_limit_kw == 4  # no surplus: EVs pause
+    keep = decide(cloudy, SiteControlConfig(grid_limit_kw=150, pv_surplus_mode=True,
+                                            surplus_min_current=True), NOW, 60)
+    assert keep.ev_budget_kw == 8.3 and abs(keep.ev_limit_kw - 12.3) < 1e-9
+
+
+def test_export_limit_caps_pv() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150, export_limit_kw=20)
+    d = decide(SiteInputs(m(-50), ev_power_kw=10, pv_power_kw=m(90)), cfg, NOW, 60)
+    assert d.pv_limit_kw == 60  # 50 kW exported, 30 above the limit
+    free = decide(SiteInputs(m(-10), ev_power_kw=10, pv_power_kw=m(90)), cfg, NOW, 60)
+    assert free.pv_limit_kw is None
+
+
+def test_transformer_overload_and_hot_spot_lower_the_limit() -> None:
+    cfg = SiteControlConfig(grid_limit_kw=150)
+    over = decide(SiteInputs(m(120), ev_power_kw=100, transformer_loading_pct=m(120)),
+                  cfg, NOW, 60)
+    assert abs(over.site_limit_kw - 100) < 1e-9 and over.ev_budget_kw == 80
+    hot = decide(SiteInputs(m(120), ev_power_kw=100, transformer_hot_spot_c=m(125)),
+                 cfg, NOW, 60)
+    assert abs(hot.site_limit_kw - 108) < 1e-9
+    cool = decide(SiteInputs(m(120), ev_power_kw=100, transformer_hot_spot_c=m(125, 99)),
+                  cfg, NOW, 60)
+    assert cool.site_limit_kw == 150  # a stale temperature is not acted on
