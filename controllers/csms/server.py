@@ -138,6 +138,7 @@ class Csms:
         self._sockets: dict[str, ServerConnection] = {}
         self._non_ev_kw: float | None = None
         self._non_ev_at: datetime | None = None
+        self._non_ev_lost = False
         self._external_kw: float | None = None
         self._external_until: datetime | None = None
         self._driver: dict[str, DriverInput] = {}
@@ -204,10 +205,25 @@ class Csms:
         """Set the time used by handlers of incoming messages (tz-aware UTC)."""
         self._now = _require_utc(now)
 
-    def set_non_ev_load(self, power_kw: float, measured_at: datetime) -> None:
-        """Measured site load without the EVs [kW] (import positive) and its time."""
+    def set_non_ev_load(self, power_kw: float | None, measured_at: datetime) -> None:
+        """Measured site load without the EVs [kW] (import positive) and its time.
+
+        Args:
+            power_kw: the non-EV load [kW]; ``None`` = the site meter is lost as of
+                ``measured_at``: the last value and its time are kept, and the DLM treats
+                the measurement as stale whatever its age (fail safe: every EVSE held at
+                its minimum) until a later call with a value clears it.
+            measured_at: time of the measurement, or of the loss (tz-aware UTC).
+        """
+        at = _require_utc(measured_at)
+        if power_kw is None:
+            if not self._non_ev_lost:
+                logger.warning("site meter lost at %s: EVSEs held at their minimum", at)
+            self._non_ev_lost = True
+            return
         self._non_ev_kw = power_kw
-        self._non_ev_at = _require_utc(measured_at)
+        self._non_ev_at = at
+        self._non_ev_lost = False
 
     def set_external_limit(
         self, power_kw: float | None, valid_until: datetime | None = None
@@ -305,6 +321,31 @@ class Csms:
         """Headroom for EVs at the last step [kW]: limit - non-EV load - margin (may be < 0)."""
         return 0.0 if self._last is None else self._last.available_kw
 
+    def ev_power_kw(self) -> float:
+        """Sum of the latest metered power of the open transactions [kW].
+
+        Each transaction's latest ``Power.Active.Import`` (W -> kW); one without a power
+        reading counts 0. The site controller uses it for the non-EV load: site meter -
+        this EV sum.
+        """
+        return sum(tx.power_w or 0.0 for tx in self.registry.active_transactions()) / 1000.0
+
+    def ev_minimum_kw(self) -> float:
+        """Sum of the minimum power of the open transactions (as the DLM sees them) [kW].
+
+        AC: minimum current [A] x phases loaded x site voltage [V]; DC: minimum power.
+        Used by the PV-surplus mode's minimum-current option (the power every charging
+        EVSE draws at least while it is not paused).
+        """
+        voltage_v = self.config.site.voltage_v
+        total_w = 0.0
+        for evse in self._dlm_inputs(self._now):
+            if evse.kind == "AC":
+                total_w += evse.min_current_a * len(evse.phases) * voltage_v
+            else:
+                total_w += evse.min_power_w
+        return total_w / 1000.0
+
     @property
     def last_result(self) -> DlmResult | None:
         """The full DLM result of the last step."""
@@ -314,7 +355,7 @@ class Csms:
         external = self._external_kw
         if self._external_until is not None and now > self._external_until:
             external = None
-        return SiteMeasurement(self._non_ev_kw, self._non_ev_at, external)
+        return SiteMeasurement(self._non_ev_kw, self._non_ev_at, external, self._non_ev_lost)
 
     def _evse_config(self, station_id: str, evse_id: int) -> EvseConfig | None:
         return self._evse_configs.get((station_id, evse_id))

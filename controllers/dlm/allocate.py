@@ -4,10 +4,11 @@ The algorithm, in per-phase current [A] (a DC set-point [W] is converted with th
 voltage and the number of site phases it loads):
 
 1. Capacity. ``limit = min(grid limit, external limit)``; the non-EV load is its
-   measurement when fresh, otherwise the worst case (``non_ev_load_worst_case_kw``, never
-   less than the last measurement; without one, the whole limit). ``available = limit -
-   non-EV load - safety margin``, spread over the site phases (non-EV load assumed
-   balanced): every phase gets ``available / (phases * voltage)``.
+   measurement when fresh (not older than ``telemetry_timeout_s`` and not reported lost),
+   otherwise the worst case (``non_ev_load_worst_case_kw``, never less than the last
+   measurement; without one, the whole limit). ``available = limit - non-EV load -
+   safety margin``, spread over the site phases (non-EV load assumed balanced): every
+   phase gets ``available / (phases * voltage)``.
 2. Worst-case EVSEs (telemetry older than ``telemetry_timeout_s``, or not controllable)
    come first: each is assumed to draw its maximum, which is reserved on its phases, and
    its set-point is never raised (``min(previous, max, what fits)``, 0 below its minimum).
@@ -21,14 +22,19 @@ voltage and the number of site phases it loads):
 5. Fill: ``llf``/``edf`` greedily in order up to each EVSE's cap; ``equal`` by
    water-filling (max-min fair progressive filling on a common level). The cap is the
    EVSE's maximum, or, for a vehicle drawing clearly less than its set-point (taper,
-   full battery), its measured current + ``taper_headroom_a``.
+   full battery), its measured current + ``taper_headroom_a``. Skipped when the non-EV
+   measurement is not fresh (stale, missing or lost): fail safe, every admitted EVSE is
+   held at its minimum (reason ``fail_safe_min``), so a lost site meter never reads as
+   zero load.
 6. Quantisation down to 0.1 A (AC; the OCPP schemas allow one decimal) or 1 W (DC), and
    hysteresis: an increase smaller than ``hysteresis_a`` is not made (the previous value
    is kept, which only lowers the load); any decrease is made.
 
 Invariants (property-tested): per phase, the set-points fit in the capacity left after
 the non-EV load and the worst-case reservations; every set-point is 0 or within
-[minimum, maximum]; nothing is allocated when ``available <= 0``.
+[minimum, maximum]; nothing is allocated when ``available <= 0``; with a non-EV
+measurement that is not fresh, every set-point of an EVSE that is not worst case is 0 or
+exactly its minimum.
 """
 
 import math
@@ -211,7 +217,8 @@ def allocate(
 
     Args:
         site: grid connection (limit [kW], phases, voltage [V], margin [kW]).
-        measurement: non-EV load [kW] with its timestamp, external limit [kW].
+        measurement: non-EV load [kW] with its timestamp (and whether it is lost),
+            external limit [kW]. When it is not fresh, EVSEs get at most their minimum.
         evses: the EVSEs with an active transaction; keys must be unique.
         config: strategy, minimum current [A], hysteresis [A], telemetry timeout [s],
             taper headroom [A].
@@ -240,6 +247,7 @@ def allocate(
         limit_kw = min(limit_kw, measurement.external_limit_kw)
     non_ev_fresh = (
         measurement.non_ev_load_kw is not None
+        and not measurement.lost
         and _age_s(now, measurement.measured_at) <= config.telemetry_timeout_s
     )
     if non_ev_fresh and measurement.non_ev_load_kw is not None:
@@ -285,16 +293,19 @@ def allocate(
         else:
             reasons[key] = "below_min"
 
-    if config.strategy == "equal":
+    # Fail safe: without a fresh non-EV measurement, no fill (every EVSE at its minimum).
+    if non_ev_fresh and config.strategy == "equal":
         _water_fill(admitted, x, remaining)
-    else:
+    elif non_ev_fresh:
         for p in admitted:
             add = max(min(p.cap_a - x[p.evse.key], _fit(remaining, p.evse.phases)), 0.0)
             x[p.evse.key] += add
             _take(remaining, p.evse.phases, add)
     for p in admitted:
         key = p.evse.key
-        if x[key] >= p.cap_a - 1e-6:
+        if not non_ev_fresh:
+            reasons[key] = "fail_safe_min"
+        elif x[key] >= p.cap_a - 1e-6:
             reasons[key] = "taper" if p.tapered else "max"
         else:
             reasons[key] = "allocated"

@@ -20,11 +20,15 @@ class SiteMeasurement:
         measured_at: time of that measurement (tz-aware UTC).
         external_limit_kw: an extra import limit [kW] (e.g. an OpenADR event); ``None`` =
             none.
+        lost: the site controller reported the measurement lost (meter unreachable):
+            treated as stale whatever the age of ``measured_at``; ``non_ev_load_kw`` is
+            then the last value known.
     """
 
     non_ev_load_kw: float | None = None
     measured_at: datetime | None = None
     external_limit_kw: float | None = None
+    lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ class Allocation:
             set-point, or the EVSE's maximum when it is worst case.
         worst_case: telemetry stale or EVSE not controllable.
         reason: why this value (``allocated``, ``max``, ``taper``, ``below_min``,
-            ``no_headroom``, ``min_above_max``, ``hysteresis_hold``, ``worst_case``).
+            ``no_headroom``, ``min_above_max``, ``hysteresis_hold``, ``worst_case``,
+            ``fail_safe_min``: held at the minimum because the non-EV measurement is
+            stale, missing or lost).
     """
 
     key: EvseKey
@@ -109,7 +115,8 @@ class DlmResult:
     Attributes:
         limit_kw: the binding import limit [kW] (grid or external).
         non_ev_load_kw: non-EV load used [kW] (the worst case when stale).
-        non_ev_stale: the non-EV measurement was stale or missing.
+        non_ev_stale: the non-EV measurement was stale, missing or lost (fail safe: no
+            EVSE above its minimum).
         available_kw: limit - non-EV load - safety margin [kW]; may be negative.
         phase_capacity_a: capacity per site phase for EVs [A], index 0 = L1; >= 0.
         phase_reserved_a: what the allocation accounts for per phase [A] (set-points, worst

@@ -3,7 +3,8 @@
 from datetime import datetime, timedelta
 
 import pytest
-from csms_testkit import NOW, Harness, MakeHarness, kw_for_a
+from csms_testkit import NOW, Harness, MakeHarness, iso, kw_for_a
+from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 
 from controllers.csms import EvseConfig, SiteConfig
@@ -142,7 +143,7 @@ async def test_stale_site_meter_removes_all_headroom(harness: MakeHarness) -> No
     assert h.kinds("dlm.setpoint")[-1]["reason"] == "no_headroom"
 
 
-async def test_configured_worst_case_non_ev_load_is_used_when_stale(
+async def test_stale_site_meter_with_a_configured_worst_case_holds_the_minimum(
     harness: MakeHarness,
 ) -> None:
     site = SiteConfig(grid_limit_kw=kw_for_a(40), non_ev_load_worst_case_kw=kw_for_a(20))
@@ -153,7 +154,88 @@ async def test_configured_worst_case_non_ev_load_is_used_when_stale(
     h.csms.set_now(late)
     await cp.meter(1, late, currents=(0.0, 0.0, 0.0))
     await step(h, late)
-    assert cp.last_limit(1) == 20.0
+    # 20 A of headroom left by the worst case, but no fill while the meter is stale
+    assert h.csms.available_power_kw() == pytest.approx(kw_for_a(20))
+    assert cp.last_limit(1) == 6.0
+    assert h.kinds("dlm.setpoint")[-1]["reason"] == "fail_safe_min"
+
+
+async def test_lost_site_meter_holds_the_minimum_until_a_fresh_value(
+    harness: MakeHarness,
+) -> None:
+    # a configured worst case leaves room for the minimums (without one: no headroom)
+    site = SiteConfig(grid_limit_kw=kw_for_a(40), non_ev_load_worst_case_kw=kw_for_a(10))
+    h = await harness(site=site, evses={"CP1": AC32, "CP2": AC32})
+    cp1, cp2 = await h.station("CP1", "2.0.1"), await h.station("CP2", "1.6")
+    await cp1.start_tx(1, "T1", NOW)
+    await cp2.start_tx(1, "T2", NOW)
+    await step(h, T1)
+    assert (cp1.last_limit(1), cp2.last_limit(1)) == (32.0, 8.0)
+
+    # the site controller loses its meter; the last value (at NOW) is not yet timed out
+    t2 = T1 + timedelta(seconds=60)
+    h.csms.set_now(t2)
+    h.csms.set_non_ev_load(None, t2)
+    await cp1.meter(1, t2, currents=(32.0, 32.0, 32.0))
+    await cp2.meter(1, t2, currents=(8.0, 8.0, 8.0))
+    await step(h, t2)
+    result = h.csms.last_result
+    assert result is not None and result.non_ev_stale
+    assert (cp1.last_limit(1), cp2.last_limit(1)) == (6.0, 6.0)
+    assert {c["reason"] for c in h.kinds("dlm.setpoint")[-2:]} == {"fail_safe_min"}
+
+    # a fresh value clears the loss: both rise again
+    t3 = t2 + timedelta(seconds=60)
+    h.csms.set_now(t3)
+    h.csms.set_non_ev_load(0.0, t3)
+    await cp1.meter(1, t3, currents=(6.0, 6.0, 6.0))
+    await cp2.meter(1, t3, currents=(6.0, 6.0, 6.0))
+    await step(h, t3)
+    result = h.csms.last_result
+    assert result is not None and not result.non_ev_stale
+    assert (cp1.last_limit(1), cp2.last_limit(1)) == (32.0, 8.0)
+
+
+async def test_ev_power_and_ev_minimum_sum_the_open_transactions(
+    harness: MakeHarness,
+) -> None:
+    evses = {
+        "CP1": AC32,
+        "CP2": [EvseConfig(evse_id=1, max_current_a=32, phase_rotation="RST")],
+        "CP3": [EvseConfig(evse_id=1, kind="DC", max_power_kw=150, min_power_kw=5)],
+    }
+    h = await harness(kw_for_a(100), evses=evses)
+    assert (h.csms.ev_power_kw(), h.csms.ev_minimum_kw()) == (0.0, 0.0)
+    cp1 = await h.station("CP1", "2.0.1")
+    cp2 = await h.station("CP2", "2.0.1")
+    cp3 = await h.station("CP3", "1.6")
+    await cp1.start_tx(1, "T1", NOW)
+    await cp2.start_tx(1, "T2", NOW, currents=(10.0, 0.0, 0.0))  # a 1-phase vehicle
+    await cp3.start_tx(1, "T3", NOW)
+    power = [{"value": 7000.0, "measurand": "Power.Active.Import"}]
+    await cp1._event("Updated", 1, T1, power)
+    await cp3.call(
+        call16.MeterValues(
+            connector_id=1,
+            transaction_id=int(cp3.tx_ids[1]),
+            meter_value=[
+                {
+                    "timestamp": iso(T1),
+                    "sampled_value": [{"value": "11000", "measurand": "Power.Active.Import"}],
+                }
+            ],
+        )
+    )
+    await h.csms.drain()
+    # CP2 reported no power: it counts 0
+    assert h.csms.ev_power_kw() == pytest.approx(7.0 + 11.0)
+    # AC 3 x 6 A x 230 V, AC 1 x 6 A x 230 V, DC 5 kW
+    assert h.csms.ev_minimum_kw() == pytest.approx(3 * 6 * 0.23 + 6 * 0.23 + 5.0)
+
+    await cp1.end_tx(1, T1, 1000.0)
+    await h.csms.drain()
+    assert h.csms.ev_power_kw() == pytest.approx(11.0)
+    assert h.csms.ev_minimum_kw() == pytest.approx(6 * 0.23 + 5.0)
 
 
 async def test_rejected_profile_makes_the_evse_worst_case_and_is_retried(

@@ -1,5 +1,6 @@
 """DLM allocation: one test per situation (EVerest style), then property tests."""
 
+import math
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -255,6 +256,57 @@ def test_stale_non_ev_load_uses_configured_worst_case_but_not_less_than_last_val
     assert run(site, [], SiteMeasurement()).non_ev_load_kw == 60
 
 
+def dc(name: str, evse_id: int = 1, **kw: object) -> EvseInput:
+    base = EvseInput(
+        key=(name, evse_id),
+        kind="DC",
+        phases=(1, 2, 3),
+        min_power_w=5000,
+        max_power_w=150000,
+        measured_at=NOW,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["llf", "edf", "equal"])
+def test_stale_non_ev_load_holds_every_evse_at_its_minimum(strategy: str) -> None:
+    # plenty of headroom even with the worst case: still no fill while the meter is stale
+    site = SiteConfig(grid_limit_kw=200, non_ev_load_worst_case_kw=10)
+    old = SiteMeasurement(non_ev_load_kw=5, measured_at=NOW - timedelta(seconds=301))
+    evses = [ac("a"), ac("b", min_current_a=8.0, phases=(2,)), dc("d")]
+    r = run(site, evses, old, strategy=strategy)
+    assert r.non_ev_stale
+    assert r.non_ev_load_kw == 10
+    assert r.available_kw > 100
+    assert (sp(r, "a"), sp(r, "b"), sp(r, "d")) == (6.0, 8.0, 5000.0)
+    assert {a.reason for a in r.allocations.values()} == {"fail_safe_min"}
+
+
+def test_lost_non_ev_load_with_a_fresh_timestamp_holds_the_minimum() -> None:
+    site = SiteConfig(grid_limit_kw=200, non_ev_load_worst_case_kw=10)
+    lost = SiteMeasurement(non_ev_load_kw=5, measured_at=NOW, lost=True)
+    evses = [ac("a", previous_setpoint=32.0), dc("d", previous_setpoint=50000.0)]
+    r = run(site, evses, lost)
+    assert r.non_ev_stale
+    assert r.non_ev_load_kw == 10  # the worst case, not the last value
+    assert (sp(r, "a"), sp(r, "d")) == (6.0, 5000.0)
+    assert {a.reason for a in r.allocations.values()} == {"fail_safe_min"}
+    # the same measurement, not lost: filled up to the maxima
+    r_ok = run(site, evses, replace(lost, lost=False))
+    assert not r_ok.non_ev_stale
+    assert sp(r_ok, "a") == 32.0
+    assert sp(r_ok, "d") > 5000.0
+
+
+def test_stale_non_ev_load_pauses_an_evse_whose_minimum_does_not_fit() -> None:
+    site = SiteConfig(grid_limit_kw=kw_to_a_inv(20), non_ev_load_worst_case_kw=kw_to_a_inv(10))
+    old = SiteMeasurement(non_ev_load_kw=0, measured_at=NOW - timedelta(hours=1))
+    r = run(site, [ac("a"), ac("b")], old)  # 10 A left: one minimum, not two
+    assert (sp(r, "a"), sp(r, "b")) == (6.0, 0.0)
+    assert r.allocations[("a", 1)].reason == "fail_safe_min"
+    assert r.allocations[("b", 1)].reason == "below_min"
+
+
 def test_non_ev_load_above_limit_allocates_nothing() -> None:
     r = run(SiteConfig(grid_limit_kw=50), [ac("a"), ac("b", phases=(1,))], fresh(load=60))
     assert r.available_kw < 0
@@ -451,6 +503,40 @@ def test_property_stale_non_ev_load_never_allocates_more(sc: tuple) -> None:  # 
     r_stale = allocate(site, stale_meas, evses, config, NOW)
     assert r_stale.available_kw <= r_fresh.available_kw + TOL
     assert total_phase_amps(r_stale, evses) <= total_phase_amps(r_fresh, evses) + TOL
+
+
+def quantised_minimum(e: EvseInput) -> float:
+    """The EVSE's minimum rounded up to the set-point resolution (0.1 A, 1 W)."""
+    lo, q = (e.min_current_a, 0.1) if e.kind == "AC" else (e.min_power_w, 1.0)
+    return max(math.ceil(max(lo, 0.0) / q - 1e-9) * q, q)
+
+
+@PROFILE
+@given(scenarios(), st.booleans(), st.booleans())
+def test_property_non_ev_load_not_fresh_gives_only_minimums(
+    sc: tuple,  # type: ignore[type-arg]
+    lost: bool,
+    missing: bool,
+) -> None:
+    site, meas, evses, config = sc
+    evses = dedupe(evses)
+    if missing:
+        meas = replace(meas, non_ev_load_kw=None)
+    if lost:  # reported lost: stale whatever the timestamp says
+        meas = replace(meas, lost=True)
+    else:
+        meas = replace(meas, measured_at=NOW - timedelta(seconds=301))
+    r = allocate(site, meas, evses, config, NOW)
+    assert r.non_ev_stale
+    for e in evses:
+        a = r.allocations[e.key]
+        if a.worst_case:
+            continue
+        assert a.setpoint == 0 or a.setpoint == pytest.approx(quantised_minimum(e), abs=1e-6), (
+            e,
+            a,
+        )
+        assert (a.setpoint > 0) == (a.reason == "fail_safe_min"), a
 
 
 @PROFILE
