@@ -184,17 +184,26 @@ class SiteSide:
         return decision
 
     def rows(self, truth: PlantTruth, decision: SiteDecision | None) -> list[Row]:
-        """Trace rows of the site devices for one step."""
+        """Trace rows of the site devices for one step.
+
+        Besides each device's own entity (``building``, ``pv``, ``bess``,
+        ``transformer``, ``meter``), the ``site`` entity gets each device's contribution
+        to the site import (``building_kw`` positive, ``pv_kw`` negative, ``bess_kw``
+        positive when charging), so that the site stack adds up to ``import_kw``.
+        """
         rows: list[Row] = []
         d = self.devices
         if d.building is not None:
             rows.append(("building", "power_kw", truth.building_kw, "kW"))
+            rows.append(("site", "building_kw", truth.building_kw, "kW"))
         if d.pv is not None:
             rows.append(("pv", "power_kw", truth.pv_kw, "kW"))
             rows.append(("pv", "available_kw", truth.pv_available_kw, "kW"))
+            rows.append(("site", "pv_kw", -truth.pv_kw, "kW"))
         if d.bess is not None and truth.bess_soc is not None:
             rows.append(("bess", "power_kw", truth.bess_kw, "kW"))
             rows.append(("bess", "soc", truth.bess_soc, "1"))
+            rows.append(("site", "bess_kw", -truth.bess_kw, "kW"))
         if truth.loading_pct is not None:
             rows.append(("transformer", "loading_pct", truth.loading_pct, "%"))
         if truth.hot_spot_c is not None:
@@ -209,7 +218,7 @@ class SiteSide:
         assert self.controller is not None
         measured = self.controller.measured.get("site_import_kw")
         if measured is not None:
-            rows.append(("site", "meter_import_kw", measured.value, "kW"))
+            rows.append(("meter", "import_kw", measured.value, "kW"))
         return rows
 
     @property

@@ -56,7 +56,7 @@ def run(tmp: Path, sc: dict, name: str) -> Path:
 
 def wide(run_dir: Path) -> pd.DataFrame:
     traces = pd.read_parquet(run_dir / "traces.parquet")
-    site = traces[traces.entity.isin(["site", "bess", "pv", "building", "transformer"])]
+    site = traces[traces.entity.isin(["site", "bess", "pv", "building", "transformer", "meter"])]
     return site.pivot_table(index="time", columns=["entity", "quantity"], values="value")
 
 
@@ -76,12 +76,16 @@ def test_meter_reads_what_the_site_imports_and_no_limit_is_exceeded(site_runs) -
     healthy = ~outage
     # outside the link outage the controller's meter reading is the truth of the step,
     # at the meter's resolution (W_SF 2: 100 W)
-    diff = (w[("site", "meter_import_kw")] - w[("site", "import_kw")])[healthy]
+    diff = (w[("meter", "import_kw")] - w[("site", "import_kw")])[healthy]
     assert diff.abs().max() <= 0.11
     # the site balance: import = building + EVs - PV - BESS
     balance = (w[("building", "power_kw")] + w[("site", "ev_power_kw")]
                - w[("pv", "power_kw")] - w[("bess", "power_kw")])
     assert np.allclose(balance, w[("site", "import_kw")], atol=0.5)
+    # the site stack adds up to the import: contributions of every device
+    stack = (w[("site", "building_kw")] + w[("site", "ev_power_kw")] + w[("site", "pv_kw")]
+             + w[("site", "bess_kw")] + w[("site", "base_load_kw")])
+    assert np.allclose(stack, w[("site", "import_kw")], atol=0.5)
 
 
 @pytest.mark.slow
