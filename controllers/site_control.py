@@ -21,7 +21,9 @@ tree — a lost measurement removes headroom, never adds it):
 * BESS peak shaving: discharge when the site import would exceed ``peak_shave_kw``,
   charge from PV surplus (export) or when import is below the threshold minus a margin;
   the set-point never drives the SoC below ``soc_min`` (20 % by default) nor above
-  ``soc_max`` within the next control step, and never exceeds the power limits;
+  ``soc_max`` within the next control step, and never exceeds the power limits; BESS
+  charging counts as non-EV load for the DLM, its discharge never as EV headroom (the
+  grid limit holds even if the BESS trips);
 * PV surplus mode: EVs may use only the exported PV power (plus ``surplus_grid_kw`` from
   the grid); with ``surplus_min_current`` at least the sum of the active EVSEs' minimum
   power (``ev_minimum_kw``), so that a started session keeps charging at its minimum
@@ -61,7 +63,8 @@ class BessLimits:
     """Stationary battery limits: energy capacity [kWh], SoC window (0..1), powers [kW].
 
     ``efficiency_charge`` / ``efficiency_discharge``: grid-to-cell and cell-to-grid
-    efficiencies (0..1].
+    efficiencies (0..1]; ``soc_resolution``: uncertainty of a SoC reading (SunSpec 802
+    ``SoC`` with ``SoC_SF`` -1 reads in steps of 0.1 %), kept as a margin on both bounds.
     """
 
     capacity_kwh: float
@@ -71,6 +74,7 @@ class BessLimits:
     soc_max: float = 0.95
     efficiency_charge: float = 0.95
     efficiency_discharge: float = 0.95
+    soc_resolution: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -160,12 +164,14 @@ def bess_power_bounds(limits: BessLimits, soc: float, dt_s: float) -> tuple[floa
     """Allowed BESS power [kW] over the next ``dt_s`` seconds.
 
     Returns (max charge as a negative number, max discharge), such that the SoC stays
-    within [soc_min, soc_max]. Discharging P for dt takes P·dt/η_d from the cells;
+    within [soc_min, soc_max] even if the reading ``soc`` is off by the SoC resolution.
+    Discharging P for dt takes P·dt/η_d from the cells;
     charging P puts P·dt·η_c in.
     """
     hours = dt_s / 3600.0
-    room_down_kwh = max(0.0, (soc - limits.soc_min) * limits.capacity_kwh)
-    room_up_kwh = max(0.0, (limits.soc_max - soc) * limits.capacity_kwh)
+    margin = limits.soc_resolution
+    room_down_kwh = max(0.0, (soc - margin - limits.soc_min) * limits.capacity_kwh)
+    room_up_kwh = max(0.0, (limits.soc_max - margin - soc) * limits.capacity_kwh)
     max_dis = min(limits.max_discharge_kw, room_down_kwh * limits.efficiency_discharge / hours)
     max_chg = min(limits.max_charge_kw, room_up_kwh / limits.efficiency_charge / hours)
     return -max_chg, max_dis
@@ -238,8 +244,12 @@ def decide(
     elif config.bess is not None:
         reasons.append("BESS SoC stale: BESS idle")
 
-    # Non-EV load after the BESS acts on the coming step.
-    non_ev_next = non_ev + bess_now - setpoint
+    # Non-EV load the EVs must leave room for on the coming step: the load without the
+    # BESS plus its charging. Its discharge is never headroom for the EVs: a BESS that
+    # trips mid-step must not push the site over its limit, and a discharge meant to
+    # shave a peak would otherwise only be eaten by the EVs (the two controllers would
+    # chase each other).
+    non_ev_next = non_ev + bess_now - min(setpoint, 0.0)
     if config.pv_surplus_mode:
         surplus = max(0.0, -non_ev_next) + config.surplus_grid_kw
         if config.surplus_min_current:

@@ -5,7 +5,8 @@ frames, aligned residuals) and returns a figure as a dict (faster than ``go.Figu
 validation on large arrays); x values are epoch milliseconds on a date axis, sent as
 typed arrays (:func:`dashboards.series.typed`).
 
-The site stack is generic: every site-level ``*_kw`` series is drawn, by role:
+The site stack is generic: every site-level ``*_kw`` series is drawn (those of the
+entity ``site`` when there is one: it carries each device's contribution), by role:
 ``import_kw`` as the grid-import line, any ``*limit*`` as a dashed limit line (the grid
 limit, an external OpenADR limit), ``*available*``/``*headroom*`` dotted and hidden
 until clicked, loads (EV, base, building, BESS charging ...) as a stacked area, series
@@ -47,6 +48,7 @@ _NAMES = {
     ("site", "building_load_kw"): "building load",
     ("site", "pv_kw"): "PV",
     ("site", "bess_kw"): "BESS",
+    ("site", "control_limit_kw"): "control limit",
     ("site", "ev_available_kw"): "EV headroom",
     ("site", "price_per_mwh"): "price",
 }
@@ -198,6 +200,10 @@ def site_figure(
         height: figure height [px].
     """
     series = [s for s in view.site.values() if len(s.x)]
+    if any(s.entity == "site" for s in series):
+        # the site entity carries every device's contribution to the import; the
+        # devices' own entities (pv, bess, meter ...) would count them twice
+        series = [s for s in series if s.entity == "site"]
     drawable = [s for s in series if _role(s) != "other"]
     if not drawable:
         return empty_figure("no site-level series in this range", height)

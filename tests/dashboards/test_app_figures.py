@@ -108,8 +108,10 @@ def _view(n: int = 10_080) -> RunView:
         ("site", "ev_available_kw"): _series("site", "ev_available_kw", "kW", 140 - ev),
         ("site", "price_per_mwh"): _series("site", "price_per_mwh", "EUR/MWh",
                                            40 + (k // 60) % 7),
-        ("pv", "power_kw"): _series("pv", "power_kw", "kW", pv),
-        ("bess", "power_kw"): _series("bess", "power_kw", "kW", bess),
+        ("site", "pv_kw"): _series("site", "pv_kw", "kW", pv),
+        ("site", "bess_kw"): _series("site", "bess_kw", "kW", bess),
+        # a device's own entity: its contribution is already on the site entity
+        ("pv", "power_kw"): _series("pv", "power_kw", "kW", -pv),
         ("bess", "soc"): _series("bess", "soc", "1", np.full(n, 0.5)),
     }
     t = np.repeat(k * MIN, 3)
@@ -126,8 +128,9 @@ def test_site_figure_draws_every_site_level_power_series_by_role() -> None:
     assert by_name["grid import"]["line"]["width"] > 2
     assert by_name["EV load"]["stackgroup"] == "load"
     assert by_name["base load"]["stackgroup"] == "load"
-    assert by_name["pv power"]["stackgroup"] == "supply"  # never positive: below zero
-    assert "stackgroup" not in by_name["bess power"]  # both signs: a line
+    assert by_name["PV"]["stackgroup"] == "supply"  # never positive: below zero
+    assert "stackgroup" not in by_name["BESS"]  # both signs: a line
+    assert "pv power" not in by_name  # the device entity would count PV twice
     assert by_name["grid limit"]["line"]["dash"] == "dash"
     assert by_name["external limit"]["line"]["dash"] == "dashdot"
     assert by_name["EV headroom"]["visible"] == "legendonly"
