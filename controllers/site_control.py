@@ -233,13 +233,14 @@ def decide(
         pv_kw = pv.value if pv is not None and fresh(pv, now, timeout) else 0.0
         if config.peak_shave_kw is not None and load_wo_bess > config.peak_shave_kw:
             setpoint = load_wo_bess - config.peak_shave_kw
-        elif load_wo_bess < 0.0 and pv_kw > 0.0:
-            setpoint = load_wo_bess  # store exported PV (negative = charge)
-        elif (
-            config.peak_shave_kw is not None
-            and load_wo_bess < config.peak_shave_kw - config.charge_margin_kw
-        ):
-            setpoint = load_wo_bess - (config.peak_shave_kw - config.charge_margin_kw)
+        else:
+            # charge with the larger of: the exported PV, and what the grid can give up
+            # to the threshold minus the margin (one rule, or the two would alternate)
+            if load_wo_bess < 0.0 and pv_kw > 0.0:
+                setpoint = load_wo_bess  # store exported PV (negative = charge)
+            if config.peak_shave_kw is not None:
+                grid_room = load_wo_bess - (config.peak_shave_kw - config.charge_margin_kw)
+                setpoint = min(setpoint, grid_room, 0.0)
         setpoint = min(max(setpoint, lo), hi)
     elif config.bess is not None:
         reasons.append("BESS SoC stale: BESS idle")

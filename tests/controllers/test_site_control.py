@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from controllers.site_control import (
@@ -146,3 +147,26 @@ def test_transformer_overload_and_hot_spot_lower_the_limit() -> None:
     cool = decide(SiteInputs(m(120), ev_power_kw=100, transformer_hot_spot_c=m(125, 99)),
                   cfg, NOW, 60)
     assert cool.site_limit_kw == 150  # a stale temperature is not acted on
+
+
+@settings(max_examples=300, deadline=None)
+@given(other_kw=st.floats(-60, 200), jitter=st.floats(0, 3), threshold=st.floats(20, 150),
+       pv=st.floats(0, 80))
+@example(other_kw=0.0, jitter=1.5, threshold=25.0, pv=27.7)
+def test_bess_setpoint_follows_the_load_without_jumps(other_kw, jitter, threshold, pv) -> None:
+    """A small change of load never swings the set-point by more than that change.
+
+    Found in a run: with the other load hovering around zero, the PV-export and the
+    grid-charge rules took turns and the BESS swung by 18 kW every step.
+    """
+    cfg = SiteControlConfig(grid_limit_kw=300, peak_shave_kw=threshold, bess=BESS)
+    bess_kw, setpoints = 0.0, []
+    for k in range(8):
+        other = other_kw + (jitter if k % 2 else -jitter)
+        site = other - bess_kw
+        d = decide(SiteInputs(m(site), ev_power_kw=0, pv_power_kw=m(pv), bess_soc=m(0.5),
+                              bess_power_kw=m(bess_kw)), cfg, NOW, 60)
+        bess_kw = d.bess_setpoint_kw
+        setpoints.append(bess_kw)
+    steps = np.abs(np.diff(setpoints[1:]))
+    assert steps.max() <= 2 * jitter + 1e-9
