@@ -278,12 +278,53 @@ class SunSpecClient:
     async def read_points(
         self, model_id: int, names: Sequence[str], now: datetime, *, index: int = 0
     ) -> dict[str, Reading]:
-        """The named points of a model (see :meth:`read_model`)."""
-        readings = await self.read_model(model_id, now, index=index)
+        """The named points of a model (see :meth:`read_model`).
+
+        Top-level points (outside repeating groups) are read with one FC3 request that
+        spans just them and their scale factors (``W`` and ``W_SF`` of model 701: 5
+        registers instead of the 155-register block in two requests); other points read
+        the whole block.
+        """
+        mdef = model_def(model_id)
+        wanted = set(names)
+        for name in names:
+            point = mdef.points.get(name)
+            if point is not None and isinstance(point.sf, str):
+                wanted.add(point.sf)
+        if not all(n in mdef.points and "." not in n and "[" not in n for n in wanted):
+            readings = await self.read_model(model_id, now, index=index)
+        else:
+            readings = await self._read_span(mdef, wanted, now, index)
         missing = [n for n in names if n not in readings]
         if missing:
             raise SunSpecModelError(f"model {model_id} has no point(s) {missing}")
         return {n: readings[n] for n in names}
+
+    async def _read_span(
+        self, mdef: ModelDef, wanted: set[str], now: datetime, index: int
+    ) -> dict[str, Reading]:
+        """Read the register span holding ``wanted`` (top-level points) and decode it."""
+        points = {n: mdef.points[n] for n in wanted}
+        lo = min(p.offset for p in points.values())
+        hi = max(p.offset + p.size for p in points.values())
+
+        async def body() -> dict[str, Reading]:
+            addr, length = self._locate(mdef.model_id, index)
+            if hi > 2 + length or hi - lo > MAX_READ:
+                _, regs = await self._read_block(mdef.model_id, index)
+                decoded = decode_model(mdef, regs)
+            else:
+                span = await self._read_raw(addr + lo, hi - lo)
+                sub = ModelDef(mdef.model_id, mdef.name, points, mdef.length)
+                decoded = decode_model(sub, [0] * lo + span)
+            return {
+                name: Reading(value, unit, now)
+                for name, (value, unit) in decoded.items()
+                if name in points
+            }
+
+        result: dict[str, Reading] = await self._request(now, body)
+        return result
 
     async def write_points(
         self,
