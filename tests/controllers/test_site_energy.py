@@ -81,8 +81,8 @@ def controller(site, *, with_bess: bool = True, **cfg) -> SiteEnergyController:
                               subscribe=False)
     return SiteEnergyController(
         config, meter=site["client"]("meter"), pv=site["client"]("pv"),
-        bess=site["client"]("bess") if with_bess else None, transformer=transformer, transformer_nodes=NODES,
-        pv_rated_kw=50,
+        bess=site["client"]("bess") if with_bess else None, transformer=transformer,
+        transformer_nodes=NODES, pv_rated_kw=50,
     )
 
 
