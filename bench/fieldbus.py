@@ -45,27 +45,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import twin_speed  # the sibling benchmark (bench/ is on sys.path when run as a script)
 import yaml
 
 VARIANTS = {"A": "no site devices", "B": "site devices"}
 
 
 def scenario_for(stations: int, hours: float, site_devices: bool) -> dict:
-    grid_kw = round(stations * 22 * 0.4, 1)
-    scenario: dict[str, Any] = {
-        "name": f"bench_fieldbus_{stations}_{'site' if site_devices else 'plain'}",
-        "site": {
-            "grid_limit_kw": grid_kw,
-            "safety_margin_kw": 2,
-            "timezone": "America/Los_Angeles",
-            "base_load": {"kind": "constant", "power_kw": 0},
-        },
-        "stations": [{"prefix": "CS", "count": stations, "kind": "ac_22kw",
-                      "ocpp_version": "2.0.1"}],
-        "sessions": {"dataset": "acn_caltech", "stack_days": max(1, stations // 4)},
-        "prices": {"dataset": "nl_day_ahead", "align": "local_clock"},
-        "run": {"start": "2019-09-10T07:00:00Z", "duration_h": hours, "step_s": 60, "seed": 1},
-    }
+    # variant A is bench/twin_speed.py's scenario (the issue-2 speed figures)
+    scenario: dict[str, Any] = twin_speed.scenario_for(stations, hours)
+    grid_kw = scenario["site"]["grid_limit_kw"]
+    scenario["name"] = f"bench_fieldbus_{stations}_{'site' if site_devices else 'plain'}"
     if site_devices:
         scenario["site_devices"] = {
             "meter": {},

@@ -27,9 +27,8 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import ValidationError
 
 from controllers.site_io import (
@@ -42,7 +41,7 @@ from controllers.site_io import (
     SunSpecModelError,
 )
 from controllers.site_io.sunspec_client import DEFAULT_BASES
-from twin.scenario import ScenarioError
+from twin.scenario import ScenarioError, format_errors, read_yaml
 from twin.scenario_site import ModbusDevice, SiteDevices, SiteMeter, Transformer
 
 __all__ = ["EMULATED", "DeviceCheck", "check_devices", "load_site_devices"]
@@ -88,14 +87,6 @@ class DeviceCheck:
 
 
 # ----------------------------------------------------------------------------- loading
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        path = ".".join(["site_devices", *(str(p) for p in e["loc"])])
-        lines.append(f"  {path}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def load_site_devices(path: str | Path) -> SiteDevices:
     """Read the ``site_devices`` section of a scenario or bench file.
 
@@ -107,14 +98,7 @@ def load_site_devices(path: str | Path) -> SiteDevices:
             mapping, or invalid fields (one ``site_devices.<path>: reason`` line each).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ScenarioError(f"{p}: cannot read file ({err.strerror})") from None
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{p}: not valid YAML: {err}") from None
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise ScenarioError(f"{p}: expected a mapping with site_devices, got {type(data).__name__}")
     section = data.get("site_devices")
@@ -124,7 +108,8 @@ def load_site_devices(path: str | Path) -> SiteDevices:
     try:
         return SiteDevices.model_validate(section)
     except ValidationError as err:
-        raise ScenarioError(f"{p}: invalid site devices\n{_format_errors(err)}") from None
+        lines = format_errors(err, ("site_devices",))
+        raise ScenarioError(f"{p}: invalid site devices\n{lines}") from None
 
 
 # ---------------------------------------------------------------------------- checking

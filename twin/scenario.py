@@ -300,10 +300,11 @@ class Scenario(_Model):
         return names
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One ``  dotted.path: reason`` line per error; ``prefix`` is put before each path."""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        path = ".".join([*prefix, *(str(p) for p in e["loc"])]) or "(top level)"
         lines.append(f"  {path}: {e['msg']}")
     return "\n".join(lines)
 
@@ -319,7 +320,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(f"{source}: invalid scenario\n{_format_errors(err)}") from None
+        raise ScenarioError(f"{source}: invalid scenario\n{format_errors(err)}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -328,13 +329,21 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ScenarioError: file missing, YAML syntax error (with line), or invalid fields.
     """
+    return parse_scenario(read_yaml(path, "scenario"), str(path))
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """The parsed YAML document at ``path``.
+
+    Raises:
+        ScenarioError: the file cannot be read (``cannot read <what>``) or is not YAML.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
-        raise ScenarioError(f"{p}: cannot read scenario ({err.strerror})") from None
+        raise ScenarioError(f"{p}: cannot read {what} ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ScenarioError(f"{p}: not valid YAML: {err}") from None
-    return parse_scenario(data, str(p))
