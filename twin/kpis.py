@@ -8,6 +8,9 @@ Definitions (all over the run window):
   sessions that departed within the run: the drivers' need (see twin.scenario.Vehicles),
   the part of it not delivered, and delivered / requested (0..1).
 * ``peak_import_kw`` — largest mean site import over a control step, kW.
+* ``peak_demand_15min_kw`` — largest mean site import over a 15-minute demand interval
+  from the run start (the metering interval of demand charges in ERCOT-area and most
+  European tariffs), kW; equals ``peak_import_kw`` when the step is 15 min or longer.
 * ``limit_violations`` — control steps whose mean import exceeded the grid limit by more
   than ``VIOLATION_TOLERANCE_KW``; ``limit_violation_max_kw`` the largest excess;
   ``limit_violation_kwh`` the energy above the limit.
@@ -83,6 +86,19 @@ def energy_cost(import_kw: np.ndarray, price_per_mwh: np.ndarray, step_s: float)
     return total.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
 
 
+def peak_demand_kw(import_kw: np.ndarray, step_s: float, interval_s: float = 900.0) -> float:
+    """Largest mean of ``import_kw`` over consecutive demand intervals, kW.
+
+    Intervals of ``interval_s`` (whole steps, at least one) from the first step; a
+    trailing partial interval counts with its own mean.
+    """
+    if not len(import_kw):
+        return 0.0
+    n = max(1, round(interval_s / step_s))
+    means = [float(import_kw[i : i + n].mean()) for i in range(0, len(import_kw), n)]
+    return max(0.0, max(means))
+
+
 def compute_kpis(k: KpiInputs) -> dict[str, Any]:
     """The KPI document written to ``kpis.json`` (see the module docstring)."""
     hours = k.step_s / 3600.0
@@ -100,6 +116,7 @@ def compute_kpis(k: KpiInputs) -> dict[str, Any]:
         "sessions_open_at_end": _kpi(len(k.sessions) - len(done), "1"),
         "sessions_refused": _kpi(k.sessions_refused, "1"),
         "peak_import_kw": _kpi(float(k.import_kw.max(initial=0.0)), "kW"),
+        "peak_demand_15min_kw": _kpi(peak_demand_kw(k.import_kw, k.step_s), "kW"),
         "peak_ev_power_kw": _kpi(float(k.ev_power_kw.max(initial=0.0)), "kW"),
         "site_import_kwh": _kpi(float(k.import_kw.sum() * hours), "kWh"),
         "limit_violations": _kpi(int(violating.sum()), "1"),

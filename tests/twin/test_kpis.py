@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twin.kpis import KpiInputs, SessionOutcome, compute_kpis, energy_cost
+from twin.kpis import KpiInputs, SessionOutcome, compute_kpis, energy_cost, peak_demand_kw
 
 
 def inputs(import_kw, limit=100.0, prices=None, sessions=()):
@@ -25,6 +25,21 @@ def test_violations_count_size_and_energy() -> None:
     assert doc["limit_violation_max_kw"]["value"] == 30.0
     assert abs(doc["limit_violation_kwh"]["value"] - (0.05 + 12 + 30) / 60) < 1e-6
     assert doc["peak_import_kw"]["value"] == 130.0
+
+
+def test_demand_peak_is_the_largest_15_minute_mean() -> None:
+    # one minute at 130 kW inside a quarter hour at 70 kW: the demand is 74 kW
+    series = np.array([70.0] * 15 + [70.0] * 7 + [130.0] + [70.0] * 7 + [40.0] * 5)
+    assert abs(peak_demand_kw(series, 60.0) - 74.0) < 1e-9
+    assert peak_demand_kw(np.array([80.0, 90.0]), 3600.0) == 90.0  # steps >= interval
+    doc = compute_kpis(inputs(series))["kpis"]
+    assert abs(doc["peak_demand_15min_kw"]["value"] - 74.0) < 1e-6
+
+
+@given(st.lists(st.floats(-100, 500), min_size=1, max_size=300))
+def test_demand_peak_never_exceeds_the_step_peak(powers) -> None:
+    a = np.asarray(powers)
+    assert peak_demand_kw(a, 60.0) <= max(a.max(), 0.0) + 1e-9
 
 
 def test_cost_is_decimal_to_the_cent() -> None:
