@@ -51,8 +51,9 @@ class PlantTruth:
     """The site's physics over the last interval (means) and its state at its end.
 
     Powers in kW: ``import_kw`` positive importing; ``pv_kw`` delivered, ``pv_available_kw``
-    before curtailment; ``bess_kw`` positive discharging; ``bess_soc`` 0..1 (None without
-    a BESS); transformer ``loading_pct``, ``hot_spot_c``, ``top_oil_c`` (None without one).
+    what the plant could have delivered uncurtailed (both means over the interval);
+    ``bess_kw`` positive discharging; ``bess_soc`` 0..1 (None without a BESS); transformer
+    ``loading_pct``, ``hot_spot_c``, ``top_oil_c`` (None without one).
     """
 
     import_kw: float
@@ -214,9 +215,9 @@ class SitePlant:
             await self.building.advance(now)
             building_kw = self.building.load.power_kw
         if self.pv is not None:
-            pv_available = self.pv.pv.available_kw(now)
             await self.pv.advance(now)
             pv_kw = self.pv.pv.power_kw
+            pv_available = self.pv.pv.available_mean_kw
         if self.bess is not None:
             await self.bess.advance(now)
             bess_kw = self.bess.bess.power_kw

@@ -108,6 +108,8 @@ class PvPlant:
         self._offset = timedelta(hours=spec.utc_offset_h if spec.utc_offset_h is not None else tz)
         self.limit_pct = 100.0
         self.power_kw = self.available_kw(start)
+        #: mean uncurtailed power over the last interval (what curtailment cost), kW
+        self.available_mean_kw = self.power_kw
         self.energy_kwh = 0.0
 
     def available_kw(self, t: datetime) -> float:
@@ -137,8 +139,10 @@ class PvPlant:
         n = max(1, int(np.ceil(dt_s / 300.0)))  # trapezoid on <= 5 min sub-steps
         ts = [self.last + timedelta(seconds=dt_s * k / n) for k in range(n + 1)]
         cap = self.cap_kw
-        p = np.array([min(self.available_kw(t), cap) for t in ts])
+        avail = np.array([self.available_kw(t) for t in ts])
+        p = np.minimum(avail, cap)
         mean_kw = float((p[:-1] + p[1:]).sum() / (2 * n))
+        self.available_mean_kw = float((avail[:-1] + avail[1:]).sum() / (2 * n))
         self.energy_kwh += mean_kw * dt_s / 3600.0
         self.power_kw = mean_kw
         self.last = now

@@ -81,6 +81,8 @@ def test_pv_follows_sun_and_curtailment() -> None:
     capped = pv.advance(T0 + timedelta(hours=13))
     assert capped <= 10 + 1e-9
     assert free > capped
+    # what curtailment cost: the uncurtailed mean of the same interval
+    assert pv.available_mean_kw == pytest.approx(free)
 
 
 def test_building_follows_profile_and_annual_energy() -> None:
