@@ -7,8 +7,12 @@ One control step k (DESIGN.md, "Data flow of one control step"):
    (the station integrates its physics up to it) and its OCPP exchange is awaited;
 2. ``station.advance(t_k)`` for every station: physics over the rest of the interval with
    the set-points in force, then meter values over the wire;
-3. ``quiesce()``; the site meter reading goes to the CSMS; ``csms.step(t_k)`` runs the DLM
-   and sends charging profiles over the wire; ``quiesce()``;
+3. ``quiesce()``; with ``site_devices`` (:mod:`twin.site_runtime`): the building, PV,
+   BESS, site meter and transformer emulators advance, then the site energy controller
+   reads them over Modbus TCP / OPC UA, writes BESS and PV set-points and hands the CSMS
+   the measured non-EV load and the EVs' limit (without site devices the scenario's base
+   load goes to the CSMS directly); ``csms.step(t_k)`` runs the DLM and sends charging
+   profiles over the wire; ``quiesce()``;
 4. the recorder samples every entity at t_k.
 
 ``quiesce()`` awaits every endpoint's ``drain()`` and repeats until one full pass finds
