@@ -114,7 +114,16 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
         "caltech" if scenario.sessions.dataset == "acn_caltech" else "jpl"
     )
     stack = scenario.sessions.stack_days
-    sessions = load_acn_sessions(site, run.start, max(run.end, run.start + timedelta(days=stack)))
+    # sessions recorded from ``replay_from`` on are replayed from the run start
+    source_start = scenario.sessions.replay_from or run.start
+    shift = run.start - source_start
+    sessions = load_acn_sessions(
+        site, source_start, max(run.end, run.start + timedelta(days=stack)) - shift
+    )
+    if shift:
+        sessions = sessions.copy()
+        for col in ("arrival", "departure", "estimated_departure"):
+            sessions[col] = sessions[col] + shift
     if stack > 1:
         sessions = stack_days(sessions, run.start, stack)
     sessions = sessions[(sessions["arrival"] >= run.start) & (sessions["arrival"] < run.end)]

@@ -121,6 +121,11 @@ class Sessions(_Model):
     at a busy EVSE takes the lowest-numbered free one, and is refused (counted) when
     none is free.
 
+    ``replay_from`` replays the sessions recorded from that time on from the run start
+    (every time shifted by ``run.start - replay_from``): real sessions for a run on a day
+    the data set does not cover (the ERCOT Uri day of 2021 has no ACN-Data sessions; a
+    Monday of 2019 stands in, local clock times kept when both starts are local midnight).
+
     ``stack_days`` > 1 replays the sessions of that many consecutive days from the run
     start all within the run window, day d shifted back by d days: real arrival patterns
     for a depot larger than the recorded one (used by the benchmarks).
@@ -129,6 +134,7 @@ class Sessions(_Model):
     dataset: Literal["acn_caltech", "acn_jpl"] = "acn_caltech"
     station_map: dict[str, str] = Field(default_factory=dict)
     stack_days: int = Field(1, ge=1, le=366)
+    replay_from: UtcDatetime | None = None
 
 
 class FleetModel(_Model):

@@ -331,3 +331,28 @@ def test_ev_draws_are_deterministic_and_weighted(data_sets: dict[str, Path]) -> 
     assert draw_ev_models(np.random.default_rng(0), 0) == []
     with pytest.raises(ValueError, match="n must be >= 0"):
         draw_ev_models(np.random.default_rng(0), -1)
+
+
+def test_sessions_replayed_from_another_day(data_sets: dict[str, Path]) -> None:
+    """A run on 15 Feb 2021 (no ACN-Data then) replays Monday 9 Sep 2019's sessions."""
+    from twin.run_inputs import resolve_inputs
+    from twin.scenario import parse_scenario
+
+    def scenario(start: str, replay_from: str | None) -> dict:
+        return {
+            "name": "replay", "site": {"grid_limit_kw": 100},
+            "stations": [{"count": 40}],
+            "sessions": {"dataset": "acn_caltech", "replay_from": replay_from},
+            "vehicles": {"fleet": [{"name": "van", "battery_capacity_kwh": 60,
+                                    "ac_max_power_kw": 11}]},
+            "run": {"start": start, "duration_h": 24},
+        }
+
+    source = resolve_inputs(parse_scenario(scenario("2019-09-09T07:00:00Z", None)))
+    replay = resolve_inputs(parse_scenario(
+        scenario("2021-02-15T06:00:00Z", "2019-09-09T07:00:00Z")))
+    a, b = source.plan.sessions, replay.plan.sessions
+    assert len(a) == len(b) > 20
+    shift = datetime(2021, 2, 15, 6, tzinfo=UTC) - datetime(2019, 9, 9, 7, tzinfo=UTC)
+    assert [s.arrival + shift for s in a] == [s.arrival for s in b]
+    assert [s.needed_kwh for s in a] == [s.needed_kwh for s in b]
