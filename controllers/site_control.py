@@ -28,6 +28,11 @@ tree — a lost measurement removes headroom, never adds it):
   the grid); with ``surplus_min_current`` at least the sum of the active EVSEs' minimum
   power (``ev_minimum_kw``), so that a started session keeps charging at its minimum
   current from the grid when the sun goes (the "minPV" mode of evcc);
+* grid requests (OpenADR, :mod:`controllers.grid_signal`): an import capacity limit
+  lowers the site limit; a SIMPLE level or a price above the ceiling keeps only a share
+  of the EVs' headroom above their minimum power; a grid emergency keeps the minimum only
+  and lets the BESS cover the site's load (never below its floor, never charging from
+  the grid);
 * PV curtailment: with an ``export_limit_kw``, PV output is capped so that the export
   expected on the next step stays within it (``pv_limit_kw``; ``None`` = uncurtailed).
 
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from controllers.grid_signal import GridSignal
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class SiteInputs:
     ``bess_power_kw`` (positive discharging); ``transformer_limit_kw``: the limit the
     transformer (or its operator) reports; ``transformer_loading_pct`` (highest phase
     current over rated, %) and ``transformer_hot_spot_c`` (degC); ``ev_minimum_kw``: sum
-    of the minimum power of the EVSEs with an open transaction.
+    of the minimum power of the EVSEs with an open transaction; ``grid``: the OpenADR
+    requests in force (:mod:`controllers.grid_signal`).
     """
 
     site_import_kw: Measured | None
@@ -125,6 +133,7 @@ class SiteInputs:
     transformer_loading_pct: Measured | None = None
     transformer_hot_spot_c: Measured | None = None
     ev_minimum_kw: float = 0.0
+    grid: GridSignal | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,10 @@ def decide(
     bess_ok = config.bess is not None and fresh(inputs.bess_soc, now, timeout)
     site_now = inputs.site_import_kw.value if meter_ok and inputs.site_import_kw else None
     limit = _transformer_bounds(inputs, config, now, limit, site_now, reasons)
+    grid = inputs.grid
+    if grid is not None and grid.import_limit_kw is not None:
+        limit = min(limit, max(0.0, grid.import_limit_kw))
+    emergency = grid is not None and grid.emergency
     if not meter_ok:
         reasons.append("site meter stale or missing: EVSEs at minimum, BESS stopped")
         return SiteDecision(
@@ -241,6 +254,10 @@ def decide(
             if config.peak_shave_kw is not None:
                 grid_room = load_wo_bess - (config.peak_shave_kw - config.charge_margin_kw)
                 setpoint = min(setpoint, grid_room, 0.0)
+        if emergency:
+            # grid emergency: cover the site's load from the BESS (down to its floor),
+            # never charge from the grid; storing exported PV is still fine
+            setpoint = load_wo_bess if load_wo_bess > 0 or pv_kw > 0 else 0.0
         setpoint = min(max(setpoint, lo), hi)
     elif config.bess is not None:
         reasons.append("BESS SoC stale: BESS idle")
@@ -259,6 +276,11 @@ def decide(
     else:
         budget = limit - non_ev_next
     budget = max(0.0, budget)
+    if grid is not None and grid.ev_share < 1.0:
+        # shed: the EVs keep their minimum and a share of the headroom above it
+        floor = min(budget, inputs.ev_minimum_kw)
+        budget = floor + max(0.0, grid.ev_share) * (budget - floor)
+        reasons.extend(grid.reasons)
     pv_limit = None
     pv = inputs.pv_power_kw
     if config.export_limit_kw is not None and pv is not None and fresh(pv, now, timeout):

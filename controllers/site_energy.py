@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from controllers.grid_signal import GridSignal
 from controllers.site_control import Measured, SiteControlConfig, SiteDecision, SiteInputs, decide
 from controllers.site_io import OpcUaClient, Reading, SiteIoError, SunSpecClient
 
@@ -260,13 +261,16 @@ class SiteEnergyController:
         self._emit("site.pv_curtailment", {"limit_pct": round(pct, 1)})
 
     # ------------------------------------------------------------------- step
-    async def step(self, now: datetime, dt_s: float, csms: EvLoadManager) -> SiteDecision:
+    async def step(
+        self, now: datetime, dt_s: float, csms: EvLoadManager, grid: GridSignal | None = None
+    ) -> SiteDecision:
         """Read, decide, write and hand the CSMS its inputs; returns the decision.
 
         Args:
             now: control time (UTC, injected).
             dt_s: length of the coming control step [s].
             csms: the EV side (EV sum, minimum power; takes non-EV load and limit).
+            grid: the grid's requests in force (OpenADR), if any.
         """
         await self._read_all(now)
         m = self.measured
@@ -280,6 +284,7 @@ class SiteEnergyController:
             transformer_loading_pct=m.get("transformer_loading_pct"),
             transformer_hot_spot_c=m.get("transformer_hot_spot_c"),
             ev_minimum_kw=csms.ev_minimum_kw(),
+            grid=grid,
         )
         decision = decide(inputs, self.config, now, dt_s)
         previous = self.last_decision

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from controllers.grid_signal import GridSignal
 from controllers.site_control import BessLimits, SiteControlConfig, SiteDecision
 from controllers.site_energy import EvLoadManager, MeterSign, SiteEnergyController, TransformerNodes
 from controllers.site_io import Backoff, OpcUaClient, SunSpecClient
@@ -173,12 +174,13 @@ class SiteSide:
         return truth
 
     async def control(
-        self, now: datetime, dt_s: float, csms: EvLoadManager, k: int | None = None
+        self, now: datetime, dt_s: float, csms: EvLoadManager, k: int | None = None,
+        grid: GridSignal | None = None,
     ) -> SiteDecision:
         """The site controller's step: reads, decision, writes, CSMS inputs."""
         assert self.controller is not None
         self._now = now
-        decision = await self.controller.step(now, dt_s, csms)
+        decision = await self.controller.step(now, dt_s, csms, grid)
         if k is not None and k >= 1:
             self.series["fail_safe"][k - 1] = float(decision.fail_safe)
         return decision

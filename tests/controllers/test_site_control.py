@@ -170,3 +170,28 @@ def test_bess_setpoint_follows_the_load_without_jumps(other_kw, jitter, threshol
         setpoints.append(bess_kw)
     steps = np.abs(np.diff(setpoints[1:]))
     assert steps.max() <= 2 * jitter + 1e-9
+
+
+def test_grid_emergency_discharges_the_bess_and_sheds_evs_to_minimum() -> None:
+    from controllers.grid_signal import GridSignal
+
+    cfg = SiteControlConfig(grid_limit_kw=150, bess=BESS)
+    grid = GridSignal(import_limit_kw=60, emergency=True, ev_share=0.0)
+    d = decide(SiteInputs(m(70), ev_power_kw=30, bess_soc=m(0.6), bess_power_kw=m(0),
+                          ev_minimum_kw=12, grid=grid), cfg, NOW, 60)
+    assert d.site_limit_kw == 60
+    assert d.bess_setpoint_kw == 50  # the BESS's power limit: covers most of the 70 kW
+    assert d.ev_budget_kw == 12  # minimums only
+    low = decide(SiteInputs(m(70), ev_power_kw=30, bess_soc=m(0.2), ev_minimum_kw=12,
+                            grid=grid), cfg, NOW, 60)
+    assert low.bess_setpoint_kw == 0  # never below 20 %
+
+
+def test_simple_level_keeps_a_share_of_the_headroom() -> None:
+    from controllers.grid_signal import GridSignal
+
+    cfg = SiteControlConfig(grid_limit_kw=150)
+    d = decide(SiteInputs(m(50), ev_power_kw=40, ev_minimum_kw=10,
+                          grid=GridSignal(simple_level=2, ev_share=0.5)), cfg, NOW, 60)
+    # headroom 140 kW: 10 kW of minimums + half of the other 130
+    assert d.ev_budget_kw == 75
