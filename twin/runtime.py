@@ -36,10 +36,13 @@ import pandas as pd
 import simpy
 
 from controllers.csms import Csms, CsmsConfig, DlmConfig, EvseConfig, SiteConfig
+from controllers.grid_signal import GridSignal, ev_limit_kw
 from devices.charging_station import ChargingStation, EvseSpec, StationSpec
 from devices.vehicle import VehicleSpec, VehicleState
 from twin import ocpp_validation
+from twin.grid_runtime import GridSide
 from twin.kpis import KpiInputs, SessionOutcome, compute_kpis
+from twin.kpis_grid import GridKpiInputs, grid_kpis
 from twin.kpis_site import SiteKpiInputs, site_kpis
 from twin.recorder import EventWriter, TraceWriter
 from twin.run_inputs import RunInputs
@@ -339,18 +342,24 @@ class LockStepRuntime:
         site = self._site = (
             SiteSide(sc, steps, sink) if sc.site_devices is not None else None
         )
+        grid_side = (
+            GridSide(sc.grid, run.start, run.step_s, run.seed, sink)
+            if sc.grid is not None else None
+        )
+        event_limit = np.full(steps, np.nan)
+        emergency = np.zeros(steps)
         try:
             self._csms.set_now(run.start)
             if site is not None:
                 await site.start(run.start)
                 self._endpoints += site.endpoints
+            if grid_side is not None:
+                await grid_side.start(run.start)
+                self._endpoints += grid_side.endpoints
             await asyncio.gather(*(s.connect(run.start) for s in self._stations.values()))
             await self.quiesce()
-            if site is not None:
-                await site.control(run.start, run.step_s, self._csms)
-                await self.quiesce()
-            else:
-                self._csms.set_non_ev_load(float(self._base_kw[0]), run.start)
+            signal = await grid_side.step(run.start) if grid_side is not None else None
+            await self._control(site, signal, run.start, 0)
             await self._csms.step(run.start)
             await self.quiesce()
             self.events.commit_step()
@@ -377,18 +386,28 @@ class LockStepRuntime:
                 self._now = t_k
                 self._csms.set_now(t_k)
                 await asyncio.gather(*(s.advance(t_k) for s in self._stations.values()))
-                site_rows = None
+                site_rows: list[tuple[str, str, float, str]] = []
                 site_import = None
+                truth = None
                 if site is not None:
                     truth = await site.advance(
                         t_k, self._ev_phase_kw(), float(self._base_kw[k - 1]), k
                     )
+                signal = None
+                if grid_side is not None:
+                    await grid_side.publish(t_k)
+                await self.quiesce()
+                if grid_side is not None:
+                    signal = await grid_side.step(t_k)
                     await self.quiesce()
-                    decision = await site.control(t_k, run.step_s, self._csms, k)
-                    site_rows, site_import = site.rows(truth, decision), truth.import_kw
-                else:
-                    base_next = float(self._base_kw[min(k, steps - 1)])
-                    self._csms.set_non_ev_load(base_next, t_k)
+                    site_rows += self._grid_rows(signal)
+                    if signal.import_limit_kw is not None:
+                        event_limit[k - 1] = signal.import_limit_kw
+                    emergency[k - 1] = float(signal.emergency)
+                decision = await self._control(site, signal, t_k, k)
+                if site is not None and truth is not None:
+                    site_rows += site.rows(truth, decision)
+                    site_import = truth.import_kw
                 await self.quiesce()
                 await self._csms.step(t_k)
                 await self.quiesce()
@@ -404,6 +423,8 @@ class LockStepRuntime:
                 await station.close()
             if site is not None:
                 await site.close()
+            if grid_side is not None:
+                await grid_side.close()
             await self._csms.stop()
             self.events.close()
             self.traces.close()
@@ -425,10 +446,45 @@ class LockStepRuntime:
                 simulated_s=run.duration_h * 3600.0,
             )
         )
+        if grid_side is not None:
+            kpis["kpis"].update(grid_kpis(GridKpiInputs(
+                float(run.step_s), import_kw, ev_kw, event_limit, emergency)))
         if site is not None:
             kpis["kpis"].update(site_kpis(self._site_kpi_inputs(site, import_kw)))
             kpis["wall"]["fieldbus_exchanges"] = {"value": site.exchanges, "unit": "1"}
         return RunOutput(self.run_dir, kpis)
+
+    async def _control(
+        self, site: SiteSide | None, signal: GridSignal | None, now: datetime, k: int
+    ) -> Any:
+        """Hand the CSMS its site inputs for the coming step; returns the site decision.
+
+        With site devices the site energy controller measures and decides (the grid signal
+        included); without, the scenario's base load for the coming step is the non-EV
+        load and the grid signal bounds the EVs' limit directly.
+        """
+        assert self._csms is not None
+        steps = self.scenario.run.steps
+        if site is not None:
+            decision = await site.control(now, self.scenario.run.step_s, self._csms, k, signal)
+            await self.quiesce()
+            return decision
+        base_next = float(self._base_kw[min(k, steps - 1)])
+        self._csms.set_non_ev_load(base_next, now)
+        if signal is not None:
+            self._csms.set_external_limit(ev_limit_kw(
+                signal, self.scenario.site.grid_limit_kw, base_next, self._csms.ev_minimum_kw()))
+        return None
+
+    @staticmethod
+    def _grid_rows(signal: GridSignal) -> list[tuple[str, str, float, str]]:
+        rows = [("site", "grid_emergency", float(signal.emergency), "1"),
+                ("site", "grid_ev_share", signal.ev_share, "1")]
+        if signal.import_limit_kw is not None:
+            rows.append(("site", "grid_event_limit_kw", signal.import_limit_kw, "kW"))
+        if signal.price_per_mwh is not None:
+            rows.append(("site", "grid_price_per_mwh", signal.price_per_mwh, "/MWh"))
+        return rows
 
     def _site_kpi_inputs(self, site: SiteSide, import_kw: np.ndarray) -> SiteKpiInputs:
         s = site.series

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from twin.scenario_grid import Grid
 from twin.scenario_site import SiteDevices
 from twin.scenario_time import UtcDatetime
 
@@ -268,6 +269,7 @@ class Scenario(_Model):
     prices: Prices | None = None
     controllers: Controllers = Controllers()
     site_devices: SiteDevices | None = None
+    grid: Grid | None = None
     run: Run
     assertions: list[Assertion] = Field(default_factory=list)
 
@@ -303,7 +305,9 @@ class Scenario(_Model):
             names.append(self.vehicles.dataset)
         if self.prices is not None:
             names.append(self.prices.dataset)
-        return names
+        if self.grid is not None and self.grid.price_program is not None:
+            names.append(self.grid.price_program.dataset)
+        return sorted(set(names), key=names.index)
 
 
 def format_errors(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:

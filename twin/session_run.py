@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from twin import kpis as kpi_doc
+from twin.kpis_grid import versus_uncontrolled
 from twin.run_inputs import resolve_inputs
 from twin.runtime import LockStepRuntime, ProgressCallback
 from twin.scenario import Scenario, ScenarioError, load_scenario
@@ -91,6 +92,49 @@ def new_run_dir(runs_root: Path, name: str) -> Path:
     return candidate
 
 
+#: grid limit of the uncontrolled comparison run [kW]: no limit that could bind
+UNCONTROLLED_LIMIT_KW = 100_000.0
+
+
+async def _versus_uncontrolled(
+    scenario: Scenario, inputs: Any, run_dir: Path, kpis: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the same sessions uncontrolled into ``run_dir/uncontrolled``; compare.
+
+    Uncontrolled: no grid events, no site devices, a grid limit that never binds (every
+    EV charges at the most its EVSE and vehicle allow).
+    """
+    import pandas as pd
+
+    base = scenario.model_copy(update={
+        "name": f"{scenario.name}-uncontrolled",
+        "grid": None,
+        "site_devices": None,
+        "site": scenario.site.model_copy(update={"grid_limit_kw": UNCONTROLLED_LIMIT_KW}),
+        "assertions": [],
+    })
+    out = run_dir / "uncontrolled"
+    out.mkdir(parents=True, exist_ok=True)
+    result = await LockStepRuntime(base, inputs, out).run()
+    (out / "kpis.json").write_text(
+        kpi_doc.dumps({"scenario": base.name, "seed": base.run.seed, **result.kpis}),
+        encoding="utf-8",
+    )
+    write_status(out, "finished")
+
+    def site_series(folder: Path, quantity: str) -> pd.Series:
+        t = pd.read_parquet(folder / "traces.parquet",
+                            filters=[("entity", "==", "site"), ("quantity", "==", quantity)])
+        return t.set_index("time")["value"].sort_index()
+
+    emergency = site_series(run_dir, "grid_emergency")
+    base_ev = site_series(out, "ev_power_kw").reindex(emergency.index).fillna(0.0)
+    return versus_uncontrolled(
+        kpis, result.kpis["kpis"], emergency.to_numpy(), base_ev.to_numpy(),
+        float(scenario.run.step_s),
+    )
+
+
 async def run_scenario(
     path: Path,
     *,
@@ -131,6 +175,10 @@ async def run_scenario(
     runtime = LockStepRuntime(scenario, inputs, run_dir, on_progress=on_progress)
     try:
         output = await runtime.run()
+        if scenario.grid is not None and scenario.grid.compare_uncontrolled:
+            output.kpis["kpis"].update(
+                await _versus_uncontrolled(scenario, inputs, run_dir, output.kpis["kpis"])
+            )
     except BaseException as err:
         write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         raise
