@@ -465,6 +465,7 @@ class LockStepRuntime:
         """
         assert self._csms is not None
         steps = self.scenario.run.steps
+        self._csms.set_hold_minimum(signal is not None and signal.ev_share <= 0.0)
         if site is not None:
             decision = await site.control(now, self.scenario.run.step_s, self._csms, k, signal)
             await self.quiesce()

@@ -139,6 +139,7 @@ class Csms:
         self._non_ev_kw: float | None = None
         self._non_ev_at: datetime | None = None
         self._non_ev_lost = False
+        self._hold_minimum = False
         self._external_kw: float | None = None
         self._external_until: datetime | None = None
         self._driver: dict[str, DriverInput] = {}
@@ -224,6 +225,14 @@ class Csms:
         self._non_ev_kw = power_kw
         self._non_ev_at = at
         self._non_ev_lost = False
+
+    def set_hold_minimum(self, hold: bool) -> None:
+        """Shed every EV to its minimum current from the next step on (grid emergency).
+
+        ``False`` lifts it. The external limit still applies; EVSEs whose minimum does not
+        fit are paused.
+        """
+        self._hold_minimum = bool(hold)
 
     def set_external_limit(
         self, power_kw: float | None, valid_until: datetime | None = None
@@ -355,7 +364,9 @@ class Csms:
         external = self._external_kw
         if self._external_until is not None and now > self._external_until:
             external = None
-        return SiteMeasurement(self._non_ev_kw, self._non_ev_at, external, self._non_ev_lost)
+        return SiteMeasurement(
+            self._non_ev_kw, self._non_ev_at, external, self._non_ev_lost, self._hold_minimum
+        )
 
     def _evse_config(self, station_id: str, evse_id: int) -> EvseConfig | None:
         return self._evse_configs.get((station_id, evse_id))

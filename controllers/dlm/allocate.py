@@ -293,10 +293,12 @@ def allocate(
         else:
             reasons[key] = "below_min"
 
-    # Fail safe: without a fresh non-EV measurement, no fill (every EVSE at its minimum).
-    if non_ev_fresh and config.strategy == "equal":
+    # Fail safe: without a fresh non-EV measurement, no fill (every EVSE at its minimum);
+    # the same when the grid asks to shed EVs to their minimum (hold_minimum).
+    fill = non_ev_fresh and not measurement.hold_minimum
+    if fill and config.strategy == "equal":
         _water_fill(admitted, x, remaining)
-    elif non_ev_fresh:
+    elif fill:
         for p in admitted:
             add = max(min(p.cap_a - x[p.evse.key], _fit(remaining, p.evse.phases)), 0.0)
             x[p.evse.key] += add
@@ -305,6 +307,8 @@ def allocate(
         key = p.evse.key
         if not non_ev_fresh:
             reasons[key] = "fail_safe_min"
+        elif measurement.hold_minimum:
+            reasons[key] = "shed_min"
         elif x[key] >= p.cap_a - 1e-6:
             reasons[key] = "taper" if p.tapered else "max"
         else:

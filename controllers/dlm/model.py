@@ -23,12 +23,16 @@ class SiteMeasurement:
         lost: the site controller reported the measurement lost (meter unreachable):
             treated as stale whatever the age of ``measured_at``; ``non_ev_load_kw`` is
             then the last value known.
+        hold_minimum: the grid asks to shed EVs to their minimum (an OpenADR grid
+            emergency, SIMPLE level 3): every admitted EVSE gets its minimum and no more
+            (reason ``shed_min``).
     """
 
     non_ev_load_kw: float | None = None
     measured_at: datetime | None = None
     external_limit_kw: float | None = None
     lost: bool = False
+    hold_minimum: bool = False
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,18 @@ def test_stale_non_ev_load_holds_every_evse_at_its_minimum(strategy: str) -> Non
     assert {a.reason for a in r.allocations.values()} == {"fail_safe_min"}
 
 
+@pytest.mark.parametrize("strategy", ["llf", "edf", "equal"])
+def test_grid_shed_holds_every_evse_at_its_minimum(strategy: str) -> None:
+    site = SiteConfig(grid_limit_kw=200)
+    shed = SiteMeasurement(non_ev_load_kw=5, measured_at=NOW, hold_minimum=True)
+    evses = [ac("a", previous_setpoint=32.0), ac("b", min_current_a=8.0, phases=(2,)),
+             dc("d")]
+    r = run(site, evses, shed, strategy=strategy)
+    assert not r.non_ev_stale and r.available_kw > 100
+    assert (sp(r, "a"), sp(r, "b"), sp(r, "d")) == (6.0, 8.0, 5000.0)
+    assert {a.reason for a in r.allocations.values()} == {"shed_min"}
+
+
 def test_lost_non_ev_load_with_a_fresh_timestamp_holds_the_minimum() -> None:
     site = SiteConfig(grid_limit_kw=200, non_ev_load_worst_case_kw=10)
     lost = SiteMeasurement(non_ev_load_kw=5, measured_at=NOW, lost=True)
