@@ -29,7 +29,8 @@ import pandas as pd
 from controllers.grid_signal import GridInterval, GridResponse, GridSignal, grid_signal
 from controllers.ven.client import Ven
 from controllers.ven.config import VenConfig
-from controllers.ven.intervals import IntervalError, expand_event
+from controllers.ven.grid_intervals import event_grid_intervals
+from controllers.ven.intervals import IntervalError
 from devices.vtn.config import ClientConfig, VtnConfig
 from devices.vtn.replay import GridEventFile
 from devices.vtn.server import VtnServer
@@ -96,16 +97,6 @@ def grid_event_file(grid: Grid) -> GridEventFile:
         programs.append(program)
         events.extend(daily)
     return GridEventFile.model_validate({"programs": programs, "events": events})
-
-
-def _units(event: Any, payload_type: str) -> str | None:
-    for d in event.payloadDescriptors or []:
-        root = getattr(d, "root", d)
-        if getattr(root, "payloadType", None) == payload_type:
-            units = getattr(root, "units", None)
-            units = getattr(units, "root", units)  # a generated RootModel
-            return units if isinstance(units, str) else None
-    return None
 
 
 class GridSide:
@@ -214,20 +205,9 @@ class GridSide:
 
     def _expand(self, event: Any, now: datetime) -> list[GridInterval]:
         try:
-            active = expand_event(event, now, seed=self.seed, horizon=now + timedelta(days=7))
+            return event_grid_intervals(event, now, seed=self.seed)
         except IntervalError as exc:
             self.on_event(now, "grid", "grid.event_rejected", {
                 "event": str(getattr(event, "id", "")), "error": str(exc),
             })
             return []
-        out = []
-        for a in active:
-            value = a.value[0] if isinstance(a.value, tuple) and a.value else a.value
-            if not (value is None or isinstance(value, float | int | str | bool)):
-                continue  # a structured value (POINT, ...): not a control input
-            out.append(GridInterval(
-                event_id=a.event_id, payload_type=a.payload_type, value=value,
-                start=a.start, end=a.end, units=_units(event, a.payload_type),
-                priority=a.priority,
-            ))
-        return out
