@@ -231,7 +231,7 @@ def data_list() -> None:
     console.print(table)
 
 
-DEVICE_KINDS = ("meter", "pv", "bess", "building", "transformer")
+DEVICE_KINDS = ("meter", "pv", "bess", "building", "transformer", "vtn")
 
 
 @device_app.command("serve")
@@ -241,14 +241,16 @@ def device_serve(
     config: Annotated[
         Path | None,
         typer.Option("--config", help="YAML file with the device's settings (see "
-                     "devices/sunspec/README.md and devices/transformer/README.md)."),
+                     "devices/sunspec/README.md, devices/transformer/README.md and "
+                     "devices/vtn/README.md)."),
     ] = None,
 ) -> None:
     """Serve one emulated device on the wall clock until Ctrl-C.
 
     meter, pv, bess and building are SunSpec devices over Modbus TCP (unit 1, SunS at
-    40000); transformer is an OPC UA server with IEC 61850-7-4 style node names. For a
-    bench or an outside tool (pysunspec2, mbpoll, node-opcua) to talk to.
+    40000); transformer is an OPC UA server with IEC 61850-7-4 style node names; vtn is an
+    OpenADR 3.1.0 VTN over HTTP (+ MQTT notifications) replaying a grid-event file. For a
+    bench or an outside tool (pysunspec2, mbpoll, node-opcua, a VEN) to talk to.
     """
     if kind not in DEVICE_KINDS:
         console.print(f"[red]error:[/red] unknown device kind {kind!r}; "
@@ -266,7 +268,8 @@ def device_serve(
             raise typer.Exit(2)
         settings = loaded
     try:
-        asyncio.run(_serve_device(kind, port, settings))
+        asyncio.run(_serve_device(kind, port, settings,
+                                  config.parent if config is not None else None))
     except KeyboardInterrupt:
         pass
     except (TypeError, ValueError) as err:
@@ -337,7 +340,19 @@ def device_check(
         raise typer.Exit(1)
 
 
-async def _serve_device(kind: str, port: int, settings: dict[str, Any]) -> None:
+async def _serve_device(
+    kind: str, port: int, settings: dict[str, Any], base_dir: Path | None = None
+) -> None:
+    if kind == "vtn":
+        from devices.vtn.serve import load_config
+        from devices.vtn.serve import serve as serve_vtn
+
+        vtn_cfg = load_config(settings, base_dir)  # pydantic's ValidationError: ValueError
+        await serve_vtn(port, vtn_cfg, started=lambda v: console.print(
+            f"vtn: OpenADR 3.1.0 at {v.base_url}"
+            + (f", MQTT notifications via {vtn_cfg.mqtt_url}" if vtn_cfg.mqtt_url else "")
+            + "  (Ctrl-C to stop)"))
+        return
     if kind == "transformer":
         from devices.transformer.serve import ServeConfig, constant_load, serve
         from devices.transformer.server import TransformerSpec
