@@ -102,7 +102,8 @@ class WebhookServer:
     # ------------------------------------------------------------------ handlers
     async def _echo(self, request: Request) -> Response:
         self.echo_checks += 1
-        return PlainTextResponse(request.query_params.get("echo", ""))
+        params = request.query_params
+        return PlainTextResponse(params.get("echo") or params.get("challenge", ""))
 
     async def _callback(self, request: Request) -> Response:
         if request.method == "GET":
