@@ -175,6 +175,63 @@ def _serve_until_interrupted(server: Any) -> None:
         server.stop()
 
 
+@app.command("ven")
+def ven_command(
+    vtn: Annotated[str, typer.Option("--vtn", help="VTN base URL (http:// or https://).")],
+    client_id: Annotated[str, typer.Option("--client-id", help="OAuth2 client id.")],
+    client_secret: Annotated[
+        str, typer.Option("--client-secret", envvar="MIGRID_VEN_SECRET",
+                          help="OAuth2 client secret (or $MIGRID_VEN_SECRET).")
+    ],
+    ven_name: Annotated[str, typer.Option("--ven-name", help="Name to register.")] = "migrid-ven",
+    program: Annotated[
+        list[str] | None, typer.Option("--program", help="Program name to follow (repeat).")
+    ] = None,
+    notification: Annotated[
+        str, typer.Option("--notification", help="webhook, mqtt or poll (falls back).")
+    ] = "webhook",
+    callback_host: Annotated[
+        str, typer.Option("--callback-host", help="Interface of the webhook receiver.")
+    ] = "127.0.0.1",
+    step_s: Annotated[float, typer.Option("--step-s", help="Seconds between steps.")] = 5.0,
+    poll_s: Annotated[float, typer.Option("--poll-s", help="Polling interval, seconds.")] = 60.0,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="CA bundle for the VTN's certificate.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify the VTN's TLS certificate.")
+    ] = False,
+) -> None:
+    """Run the site's OpenADR 3.1 VEN against a VTN on the wall clock, until Ctrl-C.
+
+    Prints JSON lines: the VEN's events (ven.*), the events it holds ("held") and the
+    control the site would apply ("control": import limit, prices, SIMPLE level,
+    emergency, EV share). TLS verification is on unless --insecure.
+    """
+    import sys
+
+    from pydantic import ValidationError
+
+    from controllers.ven.config import VenConfig
+    from twin.ven_run import run_ven
+
+    try:
+        config = VenConfig(
+            vtn_url=vtn, client_id=client_id, client_secret=client_secret, ven_name=ven_name,
+            program_names=list(program or []), notification=notification,
+            callback_host=callback_host, poll_interval_s=poll_s, ca_file=ca_file,
+            verify_tls=not insecure,
+        )
+    except ValidationError as err:
+        for e in err.errors():
+            console.print(f"[red]error:[/red] {'.'.join(map(str, e['loc']))}: {e['msg']}")
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(run_ven(config, out=sys.stdout, step_s=step_s))
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command("dash")
 def dash_command(
     run_dirs: Annotated[

@@ -138,3 +138,40 @@ async def test_wrong_secret_leaves_the_ven_running_without_state(vtn) -> None:
         assert any(k == "ven.warning" for k, _ in events)
     finally:
         await ven.close()
+
+
+async def test_migrid_ven_prints_held_events_and_control(vtn) -> None:
+    """`migrid ven` as its own OS process against the VTN, on the wall clock."""
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("migrid") or str(Path(sys.executable).with_name("migrid"))
+    now = datetime.now(UTC)
+    vtn.set_now(now)
+    vtn.create("EVENT", {"programID": "eea", "eventName": "EEA3",
+                         "intervalPeriod": {"start": "0001-01-01T00:00:00Z",
+                                            "duration": "P9999Y"},
+                         "intervals": [{"id": 0, "payloads": [
+                             {"type": "ALERT_GRID_EMERGENCY", "values": ["EEA3"]},
+                             {"type": "IMPORT_CAPACITY_LIMIT", "values": [30]}]}]})
+    proc = await asyncio.create_subprocess_exec(
+        exe, "ven", "--vtn", vtn.base_url, "--client-id", "ven-1", "--client-secret",
+        "ven-1-secret", "--program", "ERCOT-EEA", "--notification", "poll", "--step-s", "0.2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any(x["kind"] == "control" and x["emergency"] for x in lines):
+                raw = await proc.stdout.readline()
+                assert raw, (await proc.stderr.read()).decode()
+                lines.append(json.loads(raw))
+    finally:
+        proc.terminate()
+        await proc.wait()
+    held = [x for x in lines if x["kind"] == "held" and x["events"]]
+    assert held and held[-1]["events"][0]["name"] == "EEA3"
+    control = next(x for x in lines if x["kind"] == "control" and x["emergency"])
+    assert control["import_limit_kw"] == 30 and control["ev_share"] == 0
