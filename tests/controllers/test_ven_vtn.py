@@ -20,6 +20,7 @@ from controllers.ven.reports import IntervalReading
 from devices.vtn.config import ClientConfig, VtnConfig
 from devices.vtn.replay import GridEventFile
 from devices.vtn.server import VtnServer
+from twin.openadr_conformance import ValidatingTransport
 
 T0 = datetime(2021, 2, 15, 7, 0, tzinfo=UTC)
 MQTT_URL = os.environ.get("MIGRID_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -58,12 +59,15 @@ async def vtn():
     await server.stop()
 
 
-def ven_for(vtn: VtnServer, mode: str, events: list) -> Ven:
+def ven_for(
+    vtn: VtnServer, mode: str, events: list, transport: ValidatingTransport | None = None
+) -> Ven:
     config = VenConfig(vtn_url=vtn.base_url, client_id="ven-1", client_secret="ven-1-secret",
                        ven_name=f"depot-{mode}", program_names=["ERCOT-EEA"],
                        resources=[{"name": "site-meter"}], notification=mode,
                        poll_interval_s=60)
-    return Ven(config, on_event=lambda kind, payload: events.append((kind, payload)))
+    return Ven(config, on_event=lambda kind, payload: events.append((kind, payload)),
+               transport=transport)
 
 
 async def settle(vtn: VtnServer, ven: Ven) -> None:
@@ -78,7 +82,8 @@ async def settle(vtn: VtnServer, ven: Ven) -> None:
 @pytest.mark.parametrize("mode", ["webhook", "mqtt"])
 async def test_event_pushed_to_the_ven(vtn, mode) -> None:
     events: list = []
-    ven = ven_for(vtn, mode, events)
+    wire = ValidatingTransport()  # every request and response checked against the spec
+    ven = ven_for(vtn, mode, events, wire)
     try:
         await ven.start(T0)
         assert ven.ven_id is not None and "site-meter" in ven.resource_ids
@@ -90,13 +95,15 @@ async def test_event_pushed_to_the_ven(vtn, mode) -> None:
         assert ven.notifications_applied >= 1
         kinds = [k for k, _ in events]
         assert "ven.registered" in kinds and "ven.event_received" in kinds
+        assert wire.checked >= 6 and wire.failures == []
     finally:
         await ven.close()
 
 
 async def test_polling_and_report_reach_the_vtn(vtn) -> None:
     events: list = []
-    ven = ven_for(vtn, "poll", events)
+    wire = ValidatingTransport()
+    ven = ven_for(vtn, "poll", events, wire)
     try:
         await ven.start(T0)
         t1 = T0 + timedelta(minutes=1)
@@ -122,6 +129,7 @@ async def test_polling_and_report_reach_the_vtn(vtn) -> None:
                     for r in reports[0]["resources"] for i in r["intervals"]
                     for p in i["payloads"]}
         assert payloads == {"USAGE": 12.5, "DEMAND": 29.0}
+        assert wire.failures == []  # the report POST included
     finally:
         await ven.close()
 

@@ -25,24 +25,18 @@ import jwt
 import pytest
 import uvicorn
 import yaml
-from openapi_core import OpenAPI
-from openapi_core.datatypes import RequestParameters
-from openapi_schema_validator import OAS30Validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from devices.vtn import oadr3_models as m
 from devices.vtn.config import ClientConfig, VtnConfig
 from devices.vtn.replay import GridEventFile, load_grid_event_file, shift_file
 from devices.vtn.serve import load_config, serve
 from devices.vtn.server import VtnServer
+from twin.openadr_conformance import check_response, check_schema
 
-SPEC_PATH = Path(__file__).parents[2] / "controllers/ven/spec/openadr3-3.1.0.patched.yaml"
-SPEC_DICT = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-SERVER = urlsplit(SPEC_DICT["servers"][0]["url"])
 MQTT_URL = os.environ.get("MIGRID_MQTT_URL", "mqtt://127.0.0.1:1883")
 T0 = datetime(2021, 7, 1, 12, 0, tzinfo=UTC)
 
@@ -52,53 +46,7 @@ CLIENTS = [
     ClientConfig(id="ven-2", secret="ven-2-secret", role="VEN"),
 ]
 
-_openapi: OpenAPI | None = None
-
-
-def spec() -> OpenAPI:
-    global _openapi
-    if _openapi is None:
-        _openapi = OpenAPI.from_file_path(str(SPEC_PATH))
-    return _openapi
-
-
-# --- openapi-core adapter for httpx ---------------------------------------------------
-
-
-class _OpenApiRequest:
-    """An httpx request as openapi-core sees it, moved onto the spec's server URL."""
-
-    def __init__(self, r: httpx.Request) -> None:
-        self.host_url = f"{SERVER.scheme}://{SERVER.netloc}"
-        self.path = SERVER.path + r.url.path
-        self.method = r.method.lower()
-        self.body: bytes | None = r.content or None
-        self.content_type = r.headers.get("content-type", "")
-        self.parameters = RequestParameters(
-            query=ImmutableMultiDict(list(r.url.params.multi_items())),
-            header=Headers(dict(r.headers)),
-            cookie=ImmutableMultiDict(),
-        )
-
-
-class _OpenApiResponse:
-    def __init__(self, r: httpx.Response) -> None:
-        self.data = r.content
-        self.status_code = r.status_code
-        self.content_type = r.headers.get("content-type", "")
-        self.headers = Headers(dict(r.headers))
-
-
-def check(resp: httpx.Response) -> httpx.Response:
-    """Validate a VTN response against the spec (raises on any mismatch)."""
-    spec().validate_response(_OpenApiRequest(resp.request), _OpenApiResponse(resp))
-    return resp
-
-
-def check_schema(name: str, instance: Any) -> None:
-    """Validate a JSON value against ``#/components/schemas/{name}``."""
-    schema = {"$ref": f"#/components/schemas/{name}", "components": SPEC_DICT["components"]}
-    OAS30Validator(schema).validate(instance)
+check = check_response  # every VTN answer is validated against the spec
 
 
 def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
