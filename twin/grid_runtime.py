@@ -30,7 +30,8 @@ from controllers.grid_signal import GridInterval, GridResponse, GridSignal, grid
 from controllers.ven.client import Ven
 from controllers.ven.config import VenConfig
 from controllers.ven.grid_intervals import event_grid_intervals
-from controllers.ven.intervals import IntervalError
+from controllers.ven.intervals import IntervalError, expand_event
+from controllers.ven.reports import IntervalReading
 from devices.vtn.config import ClientConfig, VtnConfig
 from devices.vtn.replay import GridEventFile
 from devices.vtn.server import VtnServer
@@ -40,6 +41,7 @@ from twin.scenario_grid import Grid, PriceProgram
 EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
 
 VEN_CLIENT_ID = "depot-ven"
+SITE_RESOURCE = "site"
 
 
 def price_events(p: PriceProgram) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -132,6 +134,50 @@ class GridSide:
         )
         self._expanded: dict[str, tuple[str, list[GridInterval]]] = {}
         self.signal = GridSignal()
+        self._times: list[datetime] = []
+        self._import_kw: list[float] = []
+        self._soc: list[float | None] = []
+        self._reported: set[tuple[str, int]] = set()
+
+    def record(self, t: datetime, import_kw: float, bess_soc: float | None) -> None:
+        """The site's mean import over the step ending at ``t`` (for reports)."""
+        self._times.append(t)
+        self._import_kw.append(import_kw)
+        self._soc.append(bess_soc)
+
+    def _reading(self, start: datetime, end: datetime) -> IntervalReading | None:
+        """Usage [kWh], demand [kW] and SoC over ``[start, end)`` from the recorded steps."""
+        dt_h = self.step_s / 3600.0
+        rows = [(p, c) for t, p, c in zip(self._times, self._import_kw, self._soc, strict=True)
+                if start < t <= end]
+        if not rows:
+            return None
+        usage = sum(max(p, 0.0) for p, _ in rows) * dt_h
+        socs = [c for _, c in rows if c is not None]
+        return IntervalReading(usage_kwh=usage, demand_kw=usage / (len(rows) * dt_h),
+                               soc=socs[-1] if socs else None)
+
+    async def _reports(self, now: datetime) -> None:
+        """Report every ended interval of the events that ask for reports."""
+        assert self.ven is not None
+        for event_id, event in sorted(self.ven.events.items()):
+            if not event.reportDescriptors:
+                continue
+            try:
+                spans: dict[int, tuple[datetime, datetime | None]] = {}
+                for a in expand_event(event, now, seed=self.seed):
+                    lo, hi = spans.get(a.interval_id, (a.start, a.end))
+                    end = None if hi is None or a.end is None else max(hi, a.end)
+                    spans[a.interval_id] = (min(lo, a.start), end)
+            except IntervalError:
+                continue
+            for iid, (start, end) in sorted(spans.items()):
+                if end is None or end > now or (event_id, iid) in self._reported:
+                    continue
+                self._reported.add((event_id, iid))
+                reading = self._reading(start, end)
+                if reading is not None:
+                    await self.ven.report(event_id, {SITE_RESOURCE: {iid: reading}}, now)
 
     def _ven_event(self, kind: str, payload: dict[str, Any]) -> None:
         self.on_event(self._now, "ven", kind, payload)
@@ -154,6 +200,7 @@ class GridSide:
                 ven_name=self.grid.ven_name,
                 notification="poll",
                 poll_interval_s=self.step_s,
+                resources=[{"name": SITE_RESOURCE}],
             ),
             on_event=self._ven_event,
         )
@@ -176,6 +223,7 @@ class GridSide:
         assert self.ven is not None
         self._now = now
         await self.ven.step(now)
+        await self._reports(now)
         intervals: list[GridInterval] = []
         for event_id, event in sorted(self.ven.events.items()):
             version = str(event.modificationDateTime)

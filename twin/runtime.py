@@ -404,10 +404,14 @@ class LockStepRuntime:
                     if signal.import_limit_kw is not None:
                         event_limit[k - 1] = signal.import_limit_kw
                     emergency[k - 1] = float(signal.emergency)
+                if site is not None and truth is not None:
+                    site_import = truth.import_kw
+                if grid_side is not None:
+                    soc = truth.bess_soc if truth is not None else None
+                    grid_side.record(t_k, self._import_now(site_import, k), soc)
                 decision = await self._control(site, signal, t_k, k)
                 if site is not None and truth is not None:
                     site_rows += site.rows(truth, decision)
-                    site_import = truth.import_kw
                 await self.quiesce()
                 await self._csms.step(t_k)
                 await self.quiesce()
@@ -477,6 +481,12 @@ class LockStepRuntime:
                 signal, self.scenario.site.grid_limit_kw, base_next, self._csms.ev_minimum_kw()))
         return None
 
+    def _import_now(self, site_import: float | None, k: int) -> float:
+        """Site import over step ``k`` [kW]: measured truth, or base load + EVs."""
+        if site_import is not None:
+            return site_import
+        return float(self._base_kw[k - 1]) + sum(self._ev_phase_kw())
+
     @staticmethod
     def _grid_rows(signal: GridSignal) -> list[tuple[str, str, float, str]]:
         rows = [("site", "grid_emergency", float(signal.emergency), "1"),
@@ -485,6 +495,11 @@ class LockStepRuntime:
             rows.append(("site", "grid_event_limit_kw", signal.import_limit_kw, "kW"))
         if signal.price_per_mwh is not None:
             rows.append(("site", "grid_price_per_mwh", signal.price_per_mwh, "/MWh"))
+        if signal.export_price_per_mwh is not None:
+            rows.append(("site", "grid_export_price_per_mwh", signal.export_price_per_mwh,
+                         "/MWh"))
+        if signal.ghg_g_per_kwh is not None:
+            rows.append(("site", "grid_ghg_g_per_kwh", signal.ghg_g_per_kwh, "g/kWh"))
         return rows
 
     def _site_kpi_inputs(self, site: SiteSide, import_kw: np.ndarray) -> SiteKpiInputs:

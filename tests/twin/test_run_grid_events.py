@@ -59,6 +59,11 @@ def test_ven_gets_the_events_over_openadr(uri_run) -> None:
     ids = {p["event_id"] for p in received}
     assert {"EEA1-2021-02-15", "EEA2-2021-02-15", "EEA3-2021-02-15"} <= ids
     assert "ERCOT-DAM-HB_HOUSTON-2021-02-15" in ids  # the day-ahead prices, published the eve
+    # the site reported USAGE and DEMAND when the EEA1 and EEA2 intervals ended
+    sent = ev[ev.kind == "ven.report_sent"]
+    assert list(sent.time) == [EEA2, EEA3]
+    assert all(json.loads(p).get("event_id") in ("EEA1-2021-02-15", "EEA2-2021-02-15")
+               for p in sent.payload)
 
 
 @pytest.mark.slow
