@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,9 @@ import pytest
 
 from devices.vtn.config import ClientConfig, VtnConfig
 from devices.vtn.server import VtnServer
-from tests.devices.test_vtn import SPEC_PATH, T0
+from twin.openadr_conformance import SPEC_PATH
+
+T0 = datetime(2021, 7, 1, 12, 0, tzinfo=UTC)
 
 CHECKS = ",".join([
     "not_a_server_error",
