@@ -16,7 +16,9 @@ control step"):
    and minimum-only rule) and the import limit for the EVs.
 
 A read that fails keeps the last good value, which ages: beyond the control's
-``measurement_timeout_s`` it counts as lost (never as zero). Every device is optional but
+``measurement_timeout_s`` it counts as lost (never as zero). A meter that answers but
+whose energy registers stopped counting while it shows power is frozen and treated the
+same way. Every device is optional but
 the meter. The controller cannot tell emulated devices from physical ones: it is given
 endpoints only.
 """
@@ -36,6 +38,10 @@ from controllers.site_io import OpcUaClient, Reading, SiteIoError, SunSpecClient
 LOGGER = logging.getLogger("controllers.site_energy")
 
 EventSink = Callable[[str, str, dict[str, Any]], None]
+
+#: power [W] above which a meter's energy registers must count (1 Wh resolution: 500 W
+#: moves them by 8 Wh a minute)
+FROZEN_MIN_POWER_W = 500.0
 
 
 class EvLoadManager(Protocol):
@@ -137,6 +143,9 @@ class SiteEnergyController:
         self.pv_written_pct: float | None = None
         self.exchanges = 0
         self._device_ok: dict[str, bool] = {}
+        self._counters: tuple[float, float] | None = None
+        self._counters_at: datetime | None = None
+        self._meter_frozen = False
 
     # ------------------------------------------------------------------ state
     def _clients(self) -> list[SunSpecClient | OpcUaClient]:
@@ -190,8 +199,10 @@ class SiteEnergyController:
         return readings
 
     async def _read_all(self, now: datetime) -> None:
-        meter = await self._read_sunspec("meter", self.meter, 203, ["W"], now)
-        if meter is not None:
+        meter = await self._read_sunspec(
+            "meter", self.meter, 203, ["W", "TotWhImp", "TotWhExp"], now
+        )
+        if meter is not None and not self._frozen(meter, now):
             self._keep("site_import_kw", meter["W"], self.meter_sign.factor / 1000.0)
         if self.pv is not None:
             pv = await self._read_sunspec("pv", self.pv, 701, ["W"], now)
@@ -222,6 +233,45 @@ class SiteEnergyController:
             ):
                 if node is not None:
                     self._keep(name, tr.reading(node))
+
+    def _frozen(self, meter: dict[str, Reading], now: datetime) -> bool:
+        """Whether the meter's registers have stopped counting (a frozen meter).
+
+        A meter that reports ``|W| >= FROZEN_MIN_POWER_W`` but whose energy registers
+        (``TotWhImp``, ``TotWhExp``) have not moved for longer than the measurement
+        timeout is frozen: its readings are not taken (they age into the fail safe) and
+        ``site.meter_frozen`` is emitted. Any change of the registers clears it.
+        """
+        w, imp, exp = (meter[k].value for k in ("W", "TotWhImp", "TotWhExp"))
+        # an accumulator reading 0 is "not implemented" in SunSpec (None here): a site that
+        # never exported has TotWhExp None; a meter with neither cannot be checked
+        if not isinstance(imp, int | float) and not isinstance(exp, int | float):
+            return False
+        counters = (
+            float(imp) if isinstance(imp, int | float) else 0.0,
+            float(exp) if isinstance(exp, int | float) else 0.0,
+        )
+        if counters != self._counters:
+            self._counters, self._counters_at = counters, now
+            if self._meter_frozen:
+                self._meter_frozen = False
+                self._emit("site.meter_unfrozen", {})
+            return False
+        moving = isinstance(w, int | float) and abs(float(w)) >= FROZEN_MIN_POWER_W
+        still_s = (now - self._counters_at).total_seconds() if self._counters_at else 0.0
+        if moving and still_s > self.config.measurement_timeout_s:
+            last = self.measured.get("site_import_kw")
+            if last is not None and self._counters_at is not None:
+                # what it showed since is not a measurement: age it from the last count
+                self.measured["site_import_kw"] = Measured(
+                    last.value, min(last.measured_at, self._counters_at))
+            if not self._meter_frozen:
+                self._meter_frozen = True
+                self._emit("site.meter_frozen", {
+                    "power_w": w, "energy_registers_still_s": still_s,
+                })
+            return True
+        return self._meter_frozen
 
     async def _write_bess(self, kw: float, now: datetime) -> None:
         assert self.bess is not None

@@ -13,9 +13,10 @@ Every device names its binding (DESIGN.md, "The device layer is swappable"):
   lock-step ``migrid run`` refuses them (:func:`physical_devices`); ``migrid device
   check`` reads them once, and the bench runtime drives them.
 
-``outages`` on an emulated device take its endpoint off the network for a while (link
-loss: the controllers' reads fail and the values age) — the simplest fault of the fault
-catalogue, used to show the fail safe of a lost meter.
+Faults of an emulated device: ``outages`` take its endpoint off the network for a while
+(link loss: the controllers' reads fail and the values age); ``frozen`` windows keep it
+answering with registers that no longer change (a frozen meter: fresh-looking but stale
+values, which the controller detects by energy registers that stop counting).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ class Outage(_Model):
 class _Binding(_Model):
     binding: Literal["emulated", "physical"] = "emulated"
     outages: list[Outage] = Field(default_factory=list)
+    frozen: list[Outage] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _outages_emulated_only(self) -> _Binding:
-        if self.outages and self.binding == "physical":
-            raise ValueError("outages apply to emulated devices only")
+        if (self.outages or self.frozen) and self.binding == "physical":
+            raise ValueError("outages and frozen windows apply to emulated devices only")
         return self
 
 

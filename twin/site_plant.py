@@ -182,6 +182,11 @@ class SitePlant:
 
     async def _outages(self, now: datetime) -> None:
         for name, dev in self.sunspec.items():
+            frozen = any(w.start <= now < w.end for w in self.binding(name).frozen)
+            if frozen != dev.frozen:
+                dev.frozen = frozen
+                self._emit(now, "site.device_frozen" if frozen else "site.device_unfrozen",
+                           {"device": name})
             windows = self.binding(name).outages
             out = any(w.start <= now < w.end for w in windows)
             if out and name not in self._down:

@@ -95,6 +95,9 @@ class SunSpecDevice:
         )
         self.unit = unit
         self.now: datetime | None = None
+        #: fault injection: while True the physics goes on but the registers keep their
+        #: last values (a frozen meter or a hung inverter firmware)
+        self.frozen = False
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0: a free port); returns the port."""
@@ -114,12 +117,13 @@ class SunSpecDevice:
         await self.server.drain()
 
     async def advance(self, now: datetime) -> None:
-        """Physics over ``[last, now]``, then the registers."""
+        """Physics over ``[last, now]``, then the registers (not while ``frozen``)."""
         if now.tzinfo is None:
             raise ValueError("now must be tz-aware")
         self.now = now
         self._physics(now)
-        await self.server.update(self.telemetry())
+        if not self.frozen:
+            await self.server.update(self.telemetry())
 
     def _physics(self, now: datetime) -> None:
         raise NotImplementedError

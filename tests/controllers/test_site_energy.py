@@ -173,3 +173,31 @@ async def test_dead_meter_is_fail_safe_and_stops_the_bess(site) -> None:
         assert site["bess"].image.get("704.WSet") == 0  # no discharge
     finally:
         await ctl.close()
+
+
+async def test_frozen_meter_is_detected_and_fail_safe(site) -> None:
+    """The meter keeps answering, its registers stop: energy counters give it away."""
+    ctl = controller(site)
+    csms = CsmsSide(ev_kw=20)
+    events: list[tuple[str, dict]] = []
+    ctl.on_event = lambda source, kind, payload: events.append((kind, payload))
+    try:
+        t = T0
+        for _ in range(2):  # the energy registers count (0 reads as not implemented)
+            await advance_all(site, t)
+            d = await ctl.step(t, 60, csms)
+            t += timedelta(minutes=1)
+        assert not d.fail_safe
+        site["meter"].frozen = True  # the physics goes on, the registers do not
+        for _ in range(3):  # 120 s and more > the 90 s timeout
+            await advance_all(site, t)
+            d = await ctl.step(t, 60, csms)
+            t += timedelta(minutes=1)
+        assert d.fail_safe and csms.non_ev[-1] is None
+        assert [k for k, _ in events].count("site.meter_frozen") == 1
+        site["meter"].frozen = False
+        await advance_all(site, t)
+        d = await ctl.step(t, 60, csms)
+        assert not d.fail_safe and "site.meter_unfrozen" in [k for k, _ in events]
+    finally:
+        await ctl.close()

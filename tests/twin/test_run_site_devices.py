@@ -23,6 +23,7 @@ from twin.session_run import run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 OUTAGE_START = pd.Timestamp("2019-09-11T19:00:00Z")
+FROZEN_START = pd.Timestamp("2019-09-11T20:10:00Z")
 
 
 def small_site(**control: object) -> dict:
@@ -43,6 +44,8 @@ def small_site(**control: object) -> dict:
     devices["transformer"].update(rated_power_kva=75, site_import_limit_kw=60)
     devices["control"].update({"peak_shave_kw": 25, "charge_margin_kw": 5, **control})
     sc["assertions"] = []
+    # the meter freezes later: it answers, its registers stop
+    devices["meter"]["frozen"] = [{"start": FROZEN_START.isoformat(), "duration_s": 600}]
     return sc
 
 
@@ -73,8 +76,9 @@ def test_meter_reads_what_the_site_imports_and_no_limit_is_exceeded(site_runs) -
     assert k["limit_violations"]["value"] == 0
     assert w[("site", "import_kw")].max() <= 60 + VIOLATION_TOLERANCE_KW
     outage = (w.index >= OUTAGE_START) & (w.index < OUTAGE_START + pd.Timedelta("10min"))
-    healthy = ~outage
-    # outside the link outage the controller's meter reading is the truth of the step,
+    frozen = (w.index >= FROZEN_START) & (w.index < FROZEN_START + pd.Timedelta("10min"))
+    healthy = ~outage & ~frozen
+    # outside the outage and the frozen window the meter reading is the truth of the step,
     # at the meter's resolution (W_SF 2: 100 W)
     diff = (w[("meter", "import_kw")] - w[("site", "import_kw")])[healthy]
     assert diff.abs().max() <= 0.11
@@ -92,7 +96,7 @@ def test_meter_reads_what_the_site_imports_and_no_limit_is_exceeded(site_runs) -
 def test_lost_meter_holds_evses_at_minimum_and_stops_the_bess(site_runs) -> None:
     run_dir = site_runs[0]
     events = pd.read_parquet(run_dir / "events.parquet")
-    kinds = events.set_index("kind")["time"]
+    kinds = events.groupby("kind")["time"].first()
     assert kinds["site.device_outage"] == OUTAGE_START
     assert OUTAGE_START < kinds["site.fail_safe"] <= OUTAGE_START + pd.Timedelta("3min")
     assert kinds["site.fail_safe_cleared"] == OUTAGE_START + pd.Timedelta("10min")
@@ -100,7 +104,7 @@ def test_lost_meter_holds_evses_at_minimum_and_stops_the_bess(site_runs) -> None
     assert json.loads(lost.payload.iloc[0])["device"] == "meter"
 
     w = wide(run_dir)
-    fail = w.index[w[("site", "fail_safe")] == 1]
+    fail = w.index[(w[("site", "fail_safe")] == 1) & (w.index < FROZEN_START)]
     assert len(fail) >= 5
     traces = pd.read_parquet(run_dir / "traces.parquet")
     sp = traces[(traces.quantity == "setpoint_a") & traces.time.isin(fail[1:])]
@@ -110,7 +114,25 @@ def test_lost_meter_holds_evses_at_minimum_and_stops_the_bess(site_runs) -> None
     # the BESS stops: no discharge on the steps after the fail safe began
     assert (w.loc[fail[1:], ("bess", "power_kw")] <= 1e-9).all()
     kpis = json.loads((run_dir / "kpis.json").read_text())["kpis"]
-    assert kpis["fail_safe_steps"]["value"] == len(fail)
+    assert kpis["fail_safe_steps"]["value"] == int((w[("site", "fail_safe")] == 1).sum())
+
+
+@pytest.mark.slow
+def test_frozen_meter_is_caught_by_its_energy_registers(site_runs) -> None:
+    run_dir = site_runs[0]
+    events = pd.read_parquet(run_dir / "events.parquet")
+    t = events.groupby("kind")["time"].first()
+    assert t["site.device_frozen"] == FROZEN_START
+    # frozen, not unreachable: detected once the registers stood still past the timeout
+    assert FROZEN_START + pd.Timedelta("2min") <= t["site.meter_frozen"]
+    assert t["site.meter_frozen"] <= FROZEN_START + pd.Timedelta("4min")
+    safe = events[(events.kind == "site.fail_safe") & (events.time >= FROZEN_START)]
+    assert len(safe) == 1 and safe.time.iloc[0] == t["site.meter_frozen"]
+    assert t["site.meter_unfrozen"] == FROZEN_START + pd.Timedelta("10min")
+    w = wide(run_dir)
+    window = (w.index > t["site.meter_frozen"]) & (w.index < t["site.meter_unfrozen"])
+    assert (w.loc[window, ("site", "fail_safe")] == 1).all()
+    assert w[("site", "import_kw")].max() <= 60 + VIOLATION_TOLERANCE_KW
 
 
 @pytest.mark.slow
