@@ -2,7 +2,8 @@
 
 ``migrid run [SCENARIO]`` runs a scenario in the lock-step twin (the flagship
 ``scenarios/caltech_week.yaml`` when none is given), writes its run folder and prints its
-KPIs; ``migrid data fetch|list`` manage the public data sets.
+KPIs; ``migrid bench BENCH`` runs a bench on the wall clock (:mod:`hil`); ``migrid data
+fetch|list`` manage the public data sets.
 """
 
 from __future__ import annotations
@@ -254,6 +255,40 @@ def dash_command(
         raise typer.Exit(2) from None
     console.print(f"dashboard: {server.url}   read API: {server.url}api/docs   (Ctrl-C to stop)")
     _serve_until_interrupted(server)
+
+
+@app.command("bench")
+def bench_command(
+    bench: Annotated[Path, typer.Argument(help="Bench YAML file (see hil/README.md).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run folder to write (default runs/<name>-<UTC time>)."),
+    ] = None,
+    duration_s: Annotated[
+        float | None,
+        typer.Option("--duration-s", help="Stop after this many seconds (default: the "
+                     "bench file's run.duration_s, else until Ctrl-C)."),
+    ] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs", help="Folder under which run folders are created.")
+    ] = Path("runs"),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log protocol warnings.")
+    ] = False,
+) -> None:
+    """Run a bench on the wall clock: real chargers and devices against the controllers.
+
+    The CSMS listens on the bench file's csms.host:port; prints the station URLs and the
+    device bindings, a live status line, and the run folder (kind field) at the end.
+    Ctrl-C stops cleanly (exit 0); exit 2 on a bad bench file.
+    """
+    # The bench runtime lives in hil (which imports twin); the CLI imports it lazily, the
+    # one import of hil from twin (import-linter contract in pyproject.toml).
+    from hil.cli import bench_main
+
+    code = bench_main(bench, out, duration_s, runs_root, verbose=verbose, console=console)
+    if code:
+        raise typer.Exit(code)
 
 
 @data_app.command("fetch")

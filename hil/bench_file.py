@@ -1,0 +1,221 @@
+"""Bench files: the pydantic model of a field site on the test bench and its loader.
+
+A bench file takes the scenario sections that apply to a field site
+(:mod:`twin.scenario`: ``site``, ``controllers``; :mod:`twin.scenario_site`:
+``site_devices`` with emulated or physical bindings; :mod:`twin.scenario_grid`: ``grid``)
+and adds what only a bench has:
+
+- ``stations``: the station ids the CSMS expects (a real charger connects as
+  ``ws://<host>:<port>/<id>``) with their EVSE layout;
+- ``csms``: the host and port the CSMS listens on;
+- ``emulated_stations``: which of the stations the bench starts itself (in this process,
+  or each as a separate OS process of :mod:`hil.station`) and the vehicles plugged into
+  them on a simple schedule, in seconds from the bench start;
+- ``run``: the control step and an optional duration (wall clock).
+
+:func:`load_bench` rejects a bad file before anything starts, with the dotted path of
+every bad field and the reason (:class:`twin.scenario.ScenarioError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from twin.scenario import (
+    STATION_KINDS,
+    Controllers,
+    ScenarioError,
+    Site,
+    StationKind,
+    format_errors,
+    read_yaml,
+)
+from twin.scenario_grid import Grid
+from twin.scenario_site import SiteDevices
+
+__all__ = [
+    "Bench",
+    "BenchCsms",
+    "BenchRun",
+    "BenchStation",
+    "EmulatedStations",
+    "Plug",
+    "load_bench",
+    "parse_bench",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BenchStation(_Model):
+    """A charging station the CSMS expects, physical or emulated.
+
+    ``id``: the OCPP identity, the last segment of the URL the charger connects to;
+    ``kind``: rating of every EVSE (as :data:`twin.scenario.STATION_KINDS`); ``evses``:
+    EVSE ids 1..n; ``ocpp_version``: what an emulated station speaks (a physical charger
+    picks its subprotocol itself); ``meter_interval_s``: sampled meter values period of an
+    emulated station; ``phase_rotation``: OCPP phaseRotation of its EVSEs.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
+    kind: StationKind = "ac_22kw"
+    evses: int = Field(1, ge=1, le=8)
+    ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
+    meter_interval_s: int = Field(10, ge=1)
+    phase_rotation: Literal["RST", "STR", "TRS"] = "RST"
+
+    @property
+    def current_kind(self) -> Literal["AC", "DC"]:
+        """AC or DC."""
+        return STATION_KINDS[self.kind][0]
+
+    @property
+    def max_power_kw(self) -> float:
+        """Rated power of each EVSE [kW]."""
+        return STATION_KINDS[self.kind][1]
+
+
+class BenchCsms(_Model):
+    """Where the CSMS listens: ``host`` (``0.0.0.0``: every interface), ``port`` (0: any)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(9000, ge=0, le=65535)
+
+
+class Plug(_Model):
+    """A vehicle on an emulated EVSE: plugged in and out at offsets from the bench start.
+
+    ``evse``: ``"<station id>/<evse id>"``; ``plug_in_s`` / ``plug_out_s`` (None: stays
+    until the bench stops); the vehicle's battery, SoC on arrival, target SoC and limits.
+    """
+
+    evse: str = Field(pattern=r"^[^/]+/[1-8]$")
+    plug_in_s: float = Field(0.0, ge=0)
+    plug_out_s: float | None = Field(None, gt=0)
+    battery_kwh: float = Field(60.0, gt=0)
+    soc: float = Field(0.3, ge=0, le=1)
+    target_soc: float = Field(0.9, gt=0, le=1)
+    ac_max_power_kw: float = Field(11.0, gt=0)
+    ac_phases: Literal[1, 3] = 3
+    dc_max_power_kw: float = Field(50.0, ge=0)
+    id_token: str = "BENCH-TOKEN"
+
+    @model_validator(mode="after")
+    def _window(self) -> Plug:
+        if self.plug_out_s is not None and self.plug_out_s <= self.plug_in_s:
+            raise ValueError("plug_out_s must be after plug_in_s")
+        if self.target_soc <= self.soc:
+            raise ValueError("target_soc must be above soc")
+        return self
+
+    @property
+    def station_id(self) -> str:
+        """The station of the EVSE."""
+        return self.evse.split("/")[0]
+
+    @property
+    def evse_id(self) -> int:
+        """The EVSE id."""
+        return int(self.evse.split("/")[1])
+
+
+class EmulatedStations(_Model):
+    """Stations the bench starts itself and the vehicles plugged into them.
+
+    ``mode``: ``in_process`` (advanced by the bench loop) or ``process`` (each station a
+    separate OS process of ``python -m hil.station``, which connects like a real charger).
+    """
+
+    mode: Literal["in_process", "process"] = "in_process"
+    stations: list[str] = Field(default_factory=list)
+    vehicles: list[Plug] = Field(default_factory=list)
+
+
+class BenchRun(_Model):
+    """Wall-clock run: control step ``step_s``, ``duration_s`` (None: until Ctrl-C)."""
+
+    step_s: float = Field(5.0, ge=0.2, le=3600)
+    duration_s: float | None = Field(None, gt=0)
+    record_frames: bool = False
+    ocpp_response_timeout_s: float = Field(30.0, gt=0)
+    seed: int = 0
+
+
+class Bench(_Model):
+    """A complete, validated bench file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    site: Site
+    stations: list[BenchStation] = Field(min_length=1)
+    controllers: Controllers = Controllers()
+    site_devices: SiteDevices | None = None
+    grid: Grid | None = None
+    csms: BenchCsms = BenchCsms()
+    emulated_stations: EmulatedStations = EmulatedStations()
+    run: BenchRun = BenchRun()
+
+    @model_validator(mode="after")
+    def _references(self) -> Bench:
+        ids = [s.id for s in self.stations]
+        if len(set(ids)) != len(ids):
+            raise ValueError("stations need distinct ids")
+        by_id = {s.id: s for s in self.stations}
+        unknown = sorted(set(self.emulated_stations.stations) - set(ids))
+        if unknown:
+            raise ValueError(f"emulated_stations.stations names unknown stations: "
+                             f"{', '.join(unknown)}")
+        emulated = set(self.emulated_stations.stations)
+        busy: dict[str, list[tuple[float, float]]] = {}
+        for plug in self.emulated_stations.vehicles:
+            station = by_id.get(plug.station_id)
+            if plug.station_id not in emulated or station is None:
+                raise ValueError(f"emulated_stations.vehicles: {plug.evse} is not on an "
+                                 "emulated station (physical chargers get real vehicles)")
+            if plug.evse_id > station.evses:
+                raise ValueError(f"emulated_stations.vehicles: {plug.evse}: no such EVSE")
+            end = plug.plug_out_s if plug.plug_out_s is not None else float("inf")
+            for a, b in busy.get(plug.evse, []):
+                if plug.plug_in_s < b and a < end:
+                    raise ValueError(f"emulated_stations.vehicles: {plug.evse}: "
+                                     "overlapping plug windows")
+            busy.setdefault(plug.evse, []).append((plug.plug_in_s, end))
+        return self
+
+    def station(self, station_id: str) -> BenchStation:
+        """The station with this id."""
+        return next(s for s in self.stations if s.id == station_id)
+
+    @property
+    def physical_stations(self) -> list[str]:
+        """Ids of the stations the bench does not start (real chargers connect)."""
+        emulated = set(self.emulated_stations.stations)
+        return [s.id for s in self.stations if s.id not in emulated]
+
+
+def parse_bench(data: Any, source: str = "<bench>") -> Bench:
+    """Validate a mapping (parsed YAML) as a :class:`Bench`.
+
+    Raises:
+        ScenarioError: with one ``path: reason`` line per bad field.
+    """
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a bench file is a mapping, got {type(data).__name__}")
+    try:
+        return Bench.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(f"{source}: invalid bench file\n{format_errors(err)}") from None
+
+
+def load_bench(path: str | Path) -> Bench:
+    """Read and validate a bench YAML file.
+
+    Raises:
+        ScenarioError: file missing, YAML syntax error, or invalid fields.
+    """
+    return parse_bench(read_yaml(path, "bench file"), str(path))

@@ -1,0 +1,408 @@
+"""The bench runtime: the twin's controllers on the wall clock, against real devices.
+
+Structure of the wall-clock loop (DESIGN.md, "Time is injected"): the CSMS listens on the
+bench's ``csms.host:csms.port`` (physical chargers connect to ``ws://<host>:<port>/<id>``
+whenever they like); emulated site devices run in-process on loopback, emulated stations
+in-process or as separate ``python -m hil.station`` processes. Then, every ``run.step_s``
+seconds of wall time (a fixed-rate schedule from the start, no drift; a step that
+overruns is followed at once by the next):
+
+1. ``now = datetime.now(UTC)``; ``csms.set_now(now)``;
+2. in-process emulated stations: the plug schedule's due plug-ins/outs, then
+   ``station.advance(now)`` (their telemetry goes out without being awaited);
+3. the emulated site devices advance to ``now`` (EV load from the CSMS's meter values);
+4. the grid VEN (if configured) polls its VTN and gives the grid signal;
+5. the site energy controller reads the meter, PV, BESS, transformer (emulated or
+   physical, over Modbus TCP / OPC UA), decides and hands the CSMS the non-EV load and
+   limit (without site devices: the site's base load);
+6. ``await csms.step(now)``: the DLM allocates and sends TxProfiles (not awaited);
+7. one trace row set at ``now`` (the field's view: site import as the meter read it,
+   EVSE power, energy and SoC from the CSMS's meter values, set-points, limits), the
+   step's events committed, the writers flushed about once a second (live readers).
+
+There is no quiesce barrier: physical devices evolve on their own, so requests may be in
+flight across step boundaries. Stopping (``stop`` event: SIGINT, ``--duration-s``)
+closes the stations (they disconnect), the site clients and emulators, the VEN, the CSMS,
+then the writers; the caller writes ``kpis.json`` and ``status.json`` finished.
+
+Hooks for what is not here yet: :func:`shadow_scenario` gives the bench as a scenario (for
+a shadow twin beside the field); ``on_step`` sees every step's ``now`` and rows (traffic
+recording, fault injection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controllers.csms import Csms, CsmsConfig, DlmConfig, EvseConfig, SiteConfig
+from controllers.grid_signal import GridSignal, ev_limit_kw
+from devices.charging_station import ChargingStation
+from hil.bench_file import Bench
+from hil.site import BenchSite
+from hil.station import PlugSchedule, plug_in, station_spec
+from twin import ocpp_validation
+from twin.grid_runtime import GridSide
+from twin.kpis import KpiInputs, compute_kpis
+from twin.recorder import EventWriter, TraceWriter
+from twin.scenario import Run, Scenario, StationGroup
+from twin.site_runtime import worst_case_non_ev_kw
+
+__all__ = ["BenchOutput", "BenchRuntime", "BenchStatus", "bench_csms_config", "shadow_scenario"]
+
+Row = tuple[str, str, float, str]
+
+
+def shadow_scenario(bench: Bench, start: datetime) -> Scenario:
+    """The bench as a lock-step scenario starting at ``start`` (one day long).
+
+    Used for the site control's parameters and worst-case load; a hook for a shadow twin
+    (its stations are a placeholder group: the bench's station ids do not follow the
+    scenario's ``prefix + number`` naming).
+    """
+    return Scenario(
+        name=bench.name, description=bench.description, site=bench.site,
+        stations=[StationGroup(prefix="BENCH")], controllers=bench.controllers,
+        site_devices=bench.site_devices, grid=None,
+        run=Run(start=start, duration_h=24, step_s=max(1, round(bench.run.step_s)),
+                seed=bench.run.seed),
+    )
+
+
+def bench_csms_config(bench: Bench, start: datetime) -> CsmsConfig:
+    """The CSMS's configuration: site, DLM and the bench's stations with their EVSEs."""
+    site = bench.site
+    return CsmsConfig(
+        site=SiteConfig(
+            grid_limit_kw=site.grid_limit_kw, phases=site.phases, voltage_v=site.voltage_v,
+            safety_margin_kw=site.safety_margin_kw,
+            non_ev_load_worst_case_kw=worst_case_non_ev_kw(shadow_scenario(bench, start)),
+        ),
+        dlm=DlmConfig(**bench.controllers.dlm.model_dump()),
+        known_stations=[s.id for s in bench.stations],
+        evses={
+            s.id: [EvseConfig(evse_id=e, kind=s.current_kind, max_power_kw=s.max_power_kw,
+                              phases=3, phase_rotation=s.phase_rotation)
+                   for e in range(1, s.evses + 1)]
+            for s in bench.stations
+        },
+        response_timeout_s=bench.run.ocpp_response_timeout_s,
+        record_frames=bench.run.record_frames,
+    )
+
+
+@dataclass
+class BenchStatus:
+    """What the live status line shows after each step."""
+
+    step: int
+    now: datetime
+    elapsed_s: float
+    connected: list[str]
+    transactions: int
+    import_kw: float
+    ev_kw: float
+    available_kw: float
+
+
+@dataclass
+class BenchOutput:
+    """A finished bench run: its folder, KPI document and step count."""
+
+    run_dir: Path
+    kpis: dict[str, Any]
+    steps: int
+
+
+@dataclass
+class _Series:
+    import_kw: list[float] = field(default_factory=list)
+    ev_kw: list[float] = field(default_factory=list)
+
+
+class BenchRuntime:
+    """Runs a bench on the wall clock and writes its run folder live (module docstring).
+
+    Args:
+        bench: the validated bench file.
+        run_dir: the run folder (created by the caller).
+        on_status: called after every step.
+        on_step: hook called after every step with ``(now, rows)``.
+    """
+
+    def __init__(
+        self,
+        bench: Bench,
+        run_dir: Path,
+        on_status: Callable[[BenchStatus], None] | None = None,
+        on_step: Callable[[datetime, list[Row]], None] | None = None,
+    ) -> None:
+        self.bench = bench
+        self.run_dir = run_dir
+        self.on_status = on_status
+        self.on_step = on_step
+        self.events = EventWriter(run_dir / "events.parquet")
+        self.traces = TraceWriter(run_dir / "traces.parquet")
+        self.csms: Csms | None = None
+        self.port: int | None = None
+        self.site: BenchSite | None = None
+        self.started = asyncio.Event()
+        self._stations: dict[str, ChargingStation] = {}
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._schedule = PlugSchedule(
+            bench.emulated_stations.vehicles if bench.emulated_stations.mode == "in_process"
+            else [])
+        self._series = _Series()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def local_url(self) -> str:
+        """The CSMS's base URL for stations on this machine."""
+        host = self.bench.csms.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"ws://{host}:{self.port}"
+
+    def station_urls(self) -> dict[str, str]:
+        """Station id -> the URL it connects to (``ws://<host>:<port>/<id>``)."""
+        host = self.bench.csms.host
+        return {s.id: f"ws://{host}:{self.port}/{s.id}" for s in self.bench.stations}
+
+    def _sink(self, t: datetime, source: str, kind: str, payload: dict[str, Any]) -> None:
+        self.events.sink(t, source, kind, payload)
+
+    # ------------------------------------------------------------------ life cycle
+    async def _start(self, now: datetime) -> GridSide | None:
+        b = self.bench
+        self.csms = Csms(bench_csms_config(b, now), on_event=self._sink,
+                         perf_counter=time.perf_counter)
+        self.csms.set_now(now)
+        self.port = await self.csms.start(b.csms.host, b.csms.port)
+        self._sink(now, "bench", "bench.started", {
+            "csms": f"ws://{b.csms.host}:{self.port}", "physical_stations": b.physical_stations,
+            "emulated_stations": b.emulated_stations.stations,
+        })
+        if b.site_devices is not None:
+            self.site = BenchSite(shadow_scenario(b, now), now, self._sink)
+            await self.site.start(now)
+            self._sink(now, "bench", "bench.site_devices", self.site.bindings())
+        grid = None
+        if b.grid is not None:
+            grid = GridSide(b.grid, now, b.run.step_s, b.run.seed, self._sink)
+            await grid.start(now)
+        emulated = b.emulated_stations
+        for sid in emulated.stations:
+            station = b.station(sid)
+            if emulated.mode == "process":
+                plugs = [p.model_dump(mode="json") for p in emulated.vehicles
+                         if p.station_id == sid]
+                self._processes.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "hil.station", "--url", self.local_url,
+                    "--station", station.model_dump_json(), "--plugs", json.dumps(plugs),
+                    "--voltage-v", str(b.site.voltage_v),
+                    "--step-s", str(min(1.0, b.run.step_s)),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                ))
+                continue
+            cs = ChargingStation(
+                station_spec(station, b.site.voltage_v), self.local_url, on_event=self._sink,
+                perf_counter=time.perf_counter, record_frames=b.run.record_frames,
+                response_timeout_s=b.run.ocpp_response_timeout_s,
+            )
+            self._stations[sid] = cs
+        results = await asyncio.gather(
+            *(cs.connect(now) for cs in self._stations.values()), return_exceptions=True)
+        for sid, res in zip(self._stations, results, strict=True):
+            if isinstance(res, BaseException):  # retried with back-off by advance()
+                self._sink(now, "bench", "bench.station_connect_failed",
+                           {"station": sid, "error": repr(res)})
+        return grid
+
+    async def _close(self, grid: GridSide | None) -> None:
+        for cs in self._stations.values():
+            with contextlib.suppress(Exception):
+                await cs.close()
+        for proc in self._processes:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in self._processes:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self.site is not None:
+            await self.site.close()
+        if grid is not None:
+            await grid.close()
+        if self.csms is not None:
+            await self.csms.stop()
+            self._sink(datetime.now(UTC), "bench", "bench.stopped", {})
+        self.events.close()
+        self.traces.close()
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> BenchOutput:
+        """Run until ``stop`` is set or ``duration_s`` (default ``run.duration_s``) passes."""
+        ocpp_validation.install()
+        b = self.bench
+        duration_s = duration_s if duration_s is not None else b.run.duration_s
+        wall_start = time.perf_counter()
+        t0 = time.monotonic()
+        start = datetime.now(UTC)
+        grid: GridSide | None = None
+        k = 0
+        try:
+            grid = await self._start(start)
+            self.started.set()
+            last = start
+            while not stop.is_set():
+                k += 1
+                wait_s = t0 + k * b.run.step_s - time.monotonic()
+                if duration_s is not None:
+                    wait_s = min(wait_s, t0 + duration_s - time.monotonic())
+                if wait_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait_s)
+                if stop.is_set():
+                    break
+                now = datetime.now(UTC)
+                await self._step(k, now, (now - last).total_seconds(), now - start, grid)
+                last = now
+                if duration_s is not None and time.monotonic() - t0 >= duration_s:
+                    break
+        finally:
+            self.started.set()
+            await self._close(grid)
+        return BenchOutput(self.run_dir, self._kpis(time.perf_counter() - wall_start), k)
+
+    async def _step(self, k: int, now: datetime, dt_s: float, elapsed: Any,
+                    grid: GridSide | None) -> None:
+        b = self.bench
+        csms = self.csms
+        assert csms is not None
+        csms.set_now(now)
+        for action, plug in self._schedule.due(elapsed.total_seconds()):
+            cs = self._stations[plug.station_id]
+            try:
+                if action == "in":
+                    await plug_in(cs, plug, now)
+                else:
+                    await cs.plug_out(plug.evse_id, now)
+            except (RuntimeError, TimeoutError, ConnectionError) as err:
+                self._sink(now, "bench", "bench.plug_failed",
+                           {"evse": plug.evse, "action": action, "error": repr(err)})
+        for cs in self._stations.values():
+            await cs.advance(now)
+        ev_kw = csms.ev_power_kw()
+        base_kw = b.site.base_load.power_kw_at(now)
+        rows: list[Row] = []
+        truth = None
+        if self.site is not None:
+            truth = await self.site.advance(now, (ev_kw / 3.0,) * 3, base_kw)
+        signal: GridSignal | None = None
+        if grid is not None:
+            await grid.publish(now)
+            signal = await grid.step(now)
+            rows += _grid_rows(signal)
+        csms.set_hold_minimum(signal is not None and signal.ev_share <= 0.0)
+        decision = None
+        if self.site is not None:
+            decision = await self.site.control(now, dt_s, csms, signal)
+        else:
+            csms.set_non_ev_load(base_kw, now)
+            if signal is not None:
+                csms.set_external_limit(ev_limit_kw(
+                    signal, b.site.grid_limit_kw, base_kw, csms.ev_minimum_kw()))
+        await csms.step(now)
+        measured = self.site.measured_import_kw if self.site is not None else None
+        import_kw = measured if measured is not None else base_kw + ev_kw
+        if grid is not None:
+            grid.record(now, import_kw, truth.bess_soc if truth is not None else None)
+        if self.site is not None and truth is not None:
+            rows += self.site.rows(truth, decision)
+        rows += self._field_rows(ev_kw, base_kw, import_kw)
+        self._series.import_kw.append(import_kw)
+        self._series.ev_kw.append(ev_kw)
+        self.traces.add_many(now, rows)
+        self.events.commit_step()
+        self.traces.maybe_flush()
+        self.events.maybe_flush()
+        if self.on_step is not None:
+            self.on_step(now, rows)
+        if self.on_status is not None:
+            reg = csms.registry
+            self.on_status(BenchStatus(
+                step=k, now=now, elapsed_s=elapsed.total_seconds(),
+                connected=sorted(s.station_id for s in reg.stations.values() if s.connected),
+                transactions=len(reg.active_transactions()), import_kw=import_kw, ev_kw=ev_kw,
+                available_kw=csms.available_power_kw(),
+            ))
+
+    def _field_rows(self, ev_kw: float, base_kw: float, import_kw: float) -> list[Row]:
+        """The CSMS's view of every EVSE and the site, as trace rows."""
+        csms = self.csms
+        assert csms is not None
+        setpoints = csms.setpoints()
+        rows: list[Row] = []
+        for s in self.bench.stations:
+            for e in range(1, s.evses + 1):
+                name = f"{s.id}/{e}"
+                tx = csms.registry.active_transaction_on(s.id, e)
+                rows.append((name, "power_kw", (tx.power_w or 0.0) / 1000.0 if tx else 0.0,
+                             "kW"))
+                if tx is not None and tx.energy_wh is not None:
+                    rows.append((name, "energy_kwh", tx.energy_wh / 1000.0, "kWh"))
+                if tx is not None and tx.soc is not None:
+                    rows.append((name, "soc", tx.soc, "1"))
+                sp = setpoints.get((s.id, e))
+                if sp is not None:
+                    ac = s.current_kind == "AC"
+                    rows.append((name, "setpoint_a" if ac else "setpoint_w", sp,
+                                 "A" if ac else "W"))
+        site = self.bench.site
+        rows += [
+            ("site", "import_kw", import_kw, "kW"),
+            ("site", "ev_power_kw", ev_kw, "kW"),
+            ("site", "base_load_kw", base_kw, "kW"),
+            ("site", "limit_kw", site.grid_limit_kw, "kW"),
+            ("site", "ev_available_kw", csms.available_power_kw(), "kW"),
+        ]
+        return rows
+
+    def _kpis(self, wall_s: float) -> dict[str, Any]:
+        b = self.bench
+        imp = np.asarray(self._series.import_kw, dtype=float)
+        ev = np.asarray(self._series.ev_kw, dtype=float)
+        csms_rtt = self.csms.rtt_samples_s if self.csms is not None else []
+        rtt = [x for cs in self._stations.values() for x in cs.rtt_samples_s] + csms_rtt
+        doc = compute_kpis(KpiInputs(
+            step_s=b.run.step_s, import_kw=imp, limit_kw=np.full(len(imp), b.site.grid_limit_kw),
+            ev_power_kw=ev, price_per_mwh=None, currency=None, sessions=[],
+            sessions_refused=0, rtt_s=rtt, wall_time_s=wall_s, simulated_s=wall_s,
+        ))
+        # field runs have no replayed sessions: the session KPIs mean nothing here
+        for name in ("energy_requested_kwh", "energy_unmet_kwh", "energy_met_share",
+                     "sessions_completed", "sessions_open_at_end", "sessions_refused"):
+            doc["kpis"].pop(name, None)
+        doc["kpis"]["control_steps"] = {"value": len(imp), "unit": "1"}
+        if self.site is not None:
+            doc["wall"]["fieldbus_exchanges"] = {"value": self.site.exchanges, "unit": "1"}
+        return doc
+
+
+def _grid_rows(signal: GridSignal) -> list[Row]:
+    rows: list[Row] = [("site", "grid_emergency", float(signal.emergency), "1"),
+                       ("site", "grid_ev_share", signal.ev_share, "1")]
+    if signal.import_limit_kw is not None:
+        rows.append(("site", "grid_event_limit_kw", signal.import_limit_kw, "kW"))
+    return rows
