@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controllers.csms.auth import is_hashed
 from controllers.dlm import PHASE_ROTATIONS, DlmConfig, SiteConfig
 
 
@@ -59,6 +60,46 @@ class EvseConfig(BaseModel):
         return self.max_power_kw * 1000.0 / (self.phases * voltage_v)
 
 
+class SecurityConfig(BaseModel):
+    """OCPP security profile of the CSMS (2.0.1 Part 2 A00; 1.6 Security Whitepaper).
+
+    See :mod:`controllers.csms.security` for what each profile checks.
+
+    Attributes:
+        profile: 0 = none (``ws://``; HTTP Basic only for stations in
+            ``CsmsConfig.station_passwords``), 1 = HTTP Basic over ``ws://``, 2 = TLS
+            (server certificate) + HTTP Basic, 3 = TLS with client certificates.
+        passwords: station id -> scrypt hash from
+            :func:`controllers.csms.security.hash_password` (plain text is rejected);
+            required for every station in profiles 1 and 2.
+        tls_cert_file: PEM server certificate (chain), profiles 2 and 3.
+        tls_key_file: PEM private key of the server certificate, profiles 2 and 3.
+        tls_ca_file: PEM CA bundle the station certificates must chain to, profile 3.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal[0, 1, 2, 3] = 0
+    passwords: dict[str, str] = {}
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SecurityConfig":
+        plain = sorted(sid for sid, h in self.passwords.items() if not is_hashed(h))
+        if plain:
+            raise ValueError(
+                f"passwords must be scrypt hashes (controllers.csms.security.hash_password), "
+                f"not plain text, for {plain}"
+            )
+        if self.profile >= 2 and (self.tls_cert_file is None or self.tls_key_file is None):
+            raise ValueError(f"profile {self.profile} needs tls_cert_file and tls_key_file")
+        if self.profile == 3 and self.tls_ca_file is None:
+            raise ValueError("profile 3 needs tls_ca_file (CA of the station certificates)")
+        return self
+
+
 class CsmsConfig(BaseModel):
     """Everything the CSMS needs.
 
@@ -69,7 +110,10 @@ class CsmsConfig(BaseModel):
         station_passwords: HTTP Basic passwords per station id (OCPP security profile 1),
             plain or already hashed (``scrypt$...`` from
             :func:`controllers.csms.auth.hash_password`); hashed at start-up, only hashes
-            are kept.
+            are kept. Kept for profile 0; with a ``security`` profile use
+            ``security.passwords``.
+        security: OCPP security profile, password hashes, TLS files
+            (:class:`SecurityConfig`; default profile 0, plain ``ws://``).
         heartbeat_interval_s: interval returned in BootNotification [s].
         response_timeout_s: how long a CSMS request waits for its reply [s].
         record_frames: emit every OCPP frame as an ``ocpp.frame`` event.
@@ -88,6 +132,7 @@ class CsmsConfig(BaseModel):
     dlm: DlmConfig = DlmConfig()
     known_stations: list[str] = []
     station_passwords: dict[str, str] = {}
+    security: SecurityConfig = SecurityConfig()
     heartbeat_interval_s: int = Field(default=300, gt=0)
     response_timeout_s: float = Field(default=30.0, gt=0)
     record_frames: bool = False
@@ -95,3 +140,12 @@ class CsmsConfig(BaseModel):
     unknown_evse_max_current_a: float = Field(default=32.0, gt=0)
     station_max_current_a: dict[str, float] = {}
     allowed_id_tokens: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_password_store(self) -> "CsmsConfig":
+        both = sorted(set(self.station_passwords) & set(self.security.passwords))
+        if both:
+            raise ValueError(
+                f"stations {both} have a password in both station_passwords and security.passwords"
+            )
+        return self

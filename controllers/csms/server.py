@@ -12,8 +12,12 @@ Admission (OCPP-J, OCPP 2.0.1 Part 4 section 3 and Part 2 section A):
 
 - station id: last segment of the URL path; with ``known_stations`` configured an
   unknown id gets HTTP 404;
-- HTTP Basic (security profile 1) for stations with a password: user = station id,
-  password checked against its scrypt hash; missing or wrong gives HTTP 401;
+- OCPP security profile (``CsmsConfig.security``, :mod:`controllers.csms.security`):
+  profile 0 asks HTTP Basic only from stations with a password; 1 and 2 from every
+  station (user = station id, password checked against its scrypt hash; missing, wrong
+  or unknown gives HTTP 401); 2 and 3 serve ``wss://`` (TLS 1.2+); 3 requires a client
+  certificate from ``tls_ca_file`` whose subject CN is the station id (else HTTP 403).
+  Every authentication failure is also emitted as ``security.auth_failed``;
 - subprotocol ``ocpp2.0.1`` or ``ocpp1.6`` (2.0.1 preferred). A client offering none of
   them completes the handshake without a ``Sec-WebSocket-Protocol`` header and is closed
   at once (code 1002), as OCPP-J prescribes.
@@ -49,11 +53,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from controllers.csms.auth import hash_password, is_hashed, parse_basic_auth, verify_password
+from controllers.csms.auth import hash_password, is_hashed
 from controllers.csms.config import CsmsConfig, EvseConfig
 from controllers.csms.profiles import RateUnit
 from controllers.csms.registry import Registry, TransactionRecord
 from controllers.csms.rpc import SUBPROTOCOLS, VERSION_OF_SUBPROTOCOL, station_id_from_path
+from controllers.csms.security import BASIC_CHALLENGE, StationAuthenticator, server_ssl_context
 from controllers.csms.station import CommandError, Station16, Station201, StationLink
 from controllers.dlm import (
     DlmResult,
@@ -98,7 +103,8 @@ class Csms:
             ``station.default_profile``, ``transaction.started`` / ``transaction.ended``,
             ``dlm.setpoint`` (only on change) / ``dlm.setpoint_failed``,
             ``ocpp.callerror`` (sent or received), ``ocpp.frame`` (with
-            ``record_frames``).
+            ``record_frames``), ``security.auth_failed`` (station, reason, profile,
+            HTTP status; never a password).
         perf_counter: clock for round-trip times [s] (e.g. ``time.perf_counter``);
             without one no RTT is measured.
 
@@ -130,7 +136,9 @@ class Csms:
         self._perf = perf_counter
         self._now = _EPOCH
         self._known = frozenset(config.known_stations)
-        self._password_hashes = hashes
+        self._auth = StationAuthenticator(
+            config.security.profile, {**hashes, **config.security.passwords}
+        )
         self._evse_configs: dict[EvseKey, EvseConfig] = {
             (sid, e.evse_id): e for sid, evses in config.evses.items() for e in evses
         }
@@ -159,7 +167,20 @@ class Csms:
     # ================================================================ lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start listening; returns the bound port (``port=0``: any free port)."""
+        """Start listening; returns the bound port (``port=0``: any free port).
+
+        Security profiles 2 and 3 listen with TLS (``wss://``).
+
+        Raises:
+            OSError / ssl.SSLError: a TLS file is missing or unusable.
+        """
+        sec = self.config.security
+        tls = None
+        if sec.profile >= 2:
+            assert sec.tls_cert_file is not None and sec.tls_key_file is not None
+            tls = server_ssl_context(
+                sec.tls_cert_file, sec.tls_key_file, sec.tls_ca_file if sec.profile == 3 else None
+            )
         self._server = await serve(
             self._serve_station,
             host,
@@ -169,9 +190,17 @@ class Csms:
             process_request=self._process_request,
             compression=None,
             ping_interval=None,
+            ssl=tls,
         )
         bound = int(next(iter(self._server.sockets)).getsockname()[1])
-        logger.info("CSMS listening on ws://%s:%d/<station id>", host, bound)
+        scheme = "ws" if tls is None else "wss"
+        logger.info(
+            "CSMS listening on %s://%s:%d/<station id> (security profile %d)",
+            scheme,
+            host,
+            bound,
+            sec.profile,
+        )
         return bound
 
     async def stop(self) -> None:
@@ -629,7 +658,12 @@ class Csms:
     # =============================================================== websockets
 
     def _refuse(
-        self, connection: ServerConnection, station_id: str | None, status: HTTPStatus, why: str
+        self,
+        connection: ServerConnection,
+        station_id: str | None,
+        status: HTTPStatus,
+        why: str,
+        body: str | None = None,
     ) -> Response:
         logger.warning(
             "refused station %r from %s (%s %s): %s",
@@ -644,7 +678,7 @@ class Csms:
             "station.rejected",
             {"station": station_id, "reason": why, "http_status": int(status)},
         )
-        return connection.respond(status, why + "\n")
+        return connection.respond(status, (why if body is None else body) + "\n")
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
@@ -656,20 +690,31 @@ class Csms:
             )
         if self._known and station_id not in self._known:
             return self._refuse(connection, station_id, HTTPStatus.NOT_FOUND, "unknown station")
-        stored = self._password_hashes.get(station_id)
-        if stored is None:
-            return None
-        credentials = parse_basic_auth(request.headers.get("Authorization"))
-        ok = (
-            credentials is not None
-            and credentials[0] == station_id
-            and await asyncio.to_thread(verify_password, stored, credentials[1])
+        refusal = self._auth.check_certificate(
+            station_id, connection.transport.get_extra_info("peercert")
         )
-        if ok:
+        if refusal is None and self._auth.needs_password_check(station_id):
+            refusal = await asyncio.to_thread(
+                self._auth.check_basic, station_id, request.headers.get("Authorization")
+            )
+        if refusal is None:
             return None
-        why = "wrong credentials" if credentials else "HTTP Basic credentials required"
-        response = self._refuse(connection, station_id, HTTPStatus.UNAUTHORIZED, why)
-        response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+        self.emit(
+            "csms",
+            "security.auth_failed",
+            {
+                "station": station_id,
+                "reason": refusal.reason,
+                "profile": self._auth.profile,
+                "http_status": int(refusal.status),
+            },
+        )
+        # the body stays generic: it must not tell which station ids exist
+        response = self._refuse(
+            connection, station_id, refusal.status, refusal.reason, refusal.status.phrase
+        )
+        if refusal.challenge:
+            response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
         return response
 
     @staticmethod

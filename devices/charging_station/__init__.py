@@ -14,7 +14,7 @@ from devices.charging_station.profiles import (
     ProfileStore,
     RecurrencyKind,
 )
-from devices.charging_station.station import ChargingStation, EventSink
+from devices.charging_station.station import ChargingStation, EventSink, client_ssl_context
 
 __all__ = [
     "ChargingProfile",
@@ -33,4 +33,5 @@ __all__ = [
     "ProfileStore",
     "RecurrencyKind",
     "StationSpec",
+    "client_ssl_context",
 ]

@@ -74,7 +74,12 @@ class StationSpec:
             (2.0.1 SampledDataCtrlr.TxUpdatedInterval, 1.6 MeterValueSampleInterval).
         heartbeat_interval_s: until BootNotification's reply gives one, s.
         fail_safe_current_a: per-phase current used offline without a TxDefaultProfile, A.
-        password: HTTP Basic password (security profile 1) if set.
+        password: HTTP Basic password (security profiles 1 and 2) if set.
+        tls_ca_file: PEM CA bundle trusted for the CSMS's server certificate (``wss://``,
+            profiles 2 and 3); None: the system's trust store.
+        tls_cert_file: PEM client certificate (subject CN = station id) for security
+            profile 3; None: no client certificate.
+        tls_key_file: PEM private key of ``tls_cert_file`` (None: inside that file).
     """
 
     station_id: str
@@ -86,6 +91,9 @@ class StationSpec:
     heartbeat_interval_s: int = 300
     fail_safe_current_a: float = 0.0
     password: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         ids = [e.evse_id for e in self.evses]
@@ -95,6 +103,8 @@ class StationSpec:
             raise ValueError(f"unsupported OCPP version {self.ocpp_version!r}")
         if self.meter_interval_s <= 0:
             raise ValueError("meter_interval_s must be > 0")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_key_file without tls_cert_file")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,6 +75,26 @@ class _Out:
     on_reply: Callable[[dict[str, Any]], None] | None
 
 
+def client_ssl_context(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """TLS context of a station (OCPP security profiles 2 and 3): TLS 1.2 or later.
+
+    OCPP 2.0.1 A00.FR.3xx / 1.6 Security Whitepaper: the station verifies the CSMS's
+    server certificate (host name included) and, in profile 3, presents its own.
+
+    Args:
+        ca_file: PEM bundle trusted for the CSMS certificate; None: system trust store.
+        cert_file: PEM client certificate (subject CN = station id), profile 3.
+        key_file: its private key (None: inside ``cert_file``).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class ChargingStation:
     """An emulated OCPP charging station with its EVSEs and the vehicles plugged in.
 
@@ -89,9 +110,13 @@ class ChargingStation:
         record_frames: emit every frame sent/received as an "ocpp.frame" event.
         seed: seed of the station's random generator (reconnect jitter).
         response_timeout_s: real-time limit for a reply before a call is given up, s.
+        ssl_context: TLS client context for a ``wss://`` CSMS (OCPP security profiles 2
+            and 3), overriding the spec's ``tls_*`` files; see :func:`client_ssl_context`.
 
     Raises:
-        ValueError: a bad spec (see :class:`StationSpec`).
+        ValueError: a bad spec (see :class:`StationSpec`), or TLS settings with a
+            ``ws://`` URL.
+        OSError / ssl.SSLError: a TLS file of the spec is missing or unusable.
     """
 
     #: Reconnect back-off (2.0.1 B10 RetryBackOffWaitMinimum/RandomRange), seconds.
@@ -109,10 +134,16 @@ class ChargingStation:
         record_frames: bool = False,
         seed: int = 0,
         response_timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.spec = spec
         self.station_id = spec.station_id
         self.url = f"{csms_url.rstrip('/')}/{spec.station_id}"
+        self._ssl = ssl_context
+        if self._ssl is None and (spec.tls_ca_file or spec.tls_cert_file):
+            self._ssl = client_ssl_context(spec.tls_ca_file, spec.tls_cert_file, spec.tls_key_file)
+        if self._ssl is not None and not self.url.startswith("wss://"):
+            raise ValueError(f"TLS settings given but the CSMS URL is not wss://: {self.url}")
         self._on_event = on_event
         self._perf = perf_counter
         self._record_frames = record_frames
@@ -739,6 +770,7 @@ class ChargingStation:
         return {"Authorization": f"Basic {token}"}
 
     async def _open(self) -> None:
+        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
         ws = await websockets.connect(
             self.url,
             subprotocols=[self._proto.subprotocol],  # type: ignore[list-item]
@@ -747,6 +779,7 @@ class ChargingStation:
             proxy=None,
             additional_headers=self._auth_headers(),
             open_timeout=self._response_timeout,
+            **tls,
         )
         if ws.subprotocol != self._proto.subprotocol:
             await ws.close()
