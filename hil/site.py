@@ -22,12 +22,11 @@ from typing import Any
 
 from controllers.grid_signal import GridSignal
 from controllers.site_control import SiteDecision
-from controllers.site_energy import EvLoadManager, MeterSign, SiteEnergyController, TransformerNodes
-from controllers.site_io import Backoff, OpcUaClient, SunSpecClient
+from controllers.site_energy import EvLoadManager, SiteEnergyController
 from twin.scenario import Scenario
 from twin.scenario_site import ModbusDevice, SiteDevices, SiteMeter, physical_devices
-from twin.site_plant import TRANSFORMER_NODES, PlantTruth, SitePlant
-from twin.site_runtime import control_config
+from twin.site_plant import PlantTruth, SitePlant
+from twin.site_runtime import site_controller
 
 EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
 Row = tuple[str, str, float, str]
@@ -42,18 +41,6 @@ def emulated_only(devices: SiteDevices) -> SiteDevices:
     if "meter" in physical:
         update["meter"] = SiteMeter(max_power_kw=devices.meter.max_power_kw)
     return devices.model_copy(update=update)
-
-
-def _sunspec_client(dev: ModbusDevice, port: int | None) -> SunSpecClient:
-    if dev.binding == "physical":
-        assert dev.host is not None and dev.port is not None
-        host, p = dev.host, dev.port
-    else:
-        assert port is not None
-        host, p = "127.0.0.1", port
-    bases = (dev.base,) if dev.base is not None else (40000, 0, 50000)
-    return SunSpecClient(host, p, device_id=dev.unit, bases=bases, timeout_s=dev.timeout_s,
-                         backoff=Backoff())
 
 
 class BenchSite:
@@ -99,33 +86,9 @@ class BenchSite:
         """Start the emulated devices; connect the controller's clients (lazily)."""
         self._now = now
         await self.plant.start(now)
-        ports = self.plant.ports
-        d = self.devices
-        transformer = None
-        nodes = None
-        if (t := d.transformer) is not None:
-            if t.binding == "physical":
-                assert t.endpoint is not None
-                nodes = TransformerNodes(**t.node_ids)
-                endpoint = t.endpoint
-            else:
-                assert self.plant.endpoint is not None
-                nodes = TransformerNodes(**TRANSFORMER_NODES)
-                endpoint = self.plant.endpoint
-            transformer = OpcUaClient(endpoint, nodes.all(), limit_node_id=nodes.limit_kw,
-                                      subscribe=False, backoff=Backoff())
-        self.controller = SiteEnergyController(
-            control_config(self.shadow, d),
-            meter=_sunspec_client(d.meter, ports.get("meter")),
-            pv=_sunspec_client(d.pv, ports.get("pv")) if d.pv is not None else None,
-            bess=_sunspec_client(d.bess, ports.get("bess")) if d.bess is not None else None,
-            transformer=transformer,
-            transformer_nodes=nodes,
-            pv_rated_kw=d.pv.rated_kw if d.pv is not None else None,
-            meter_sign=MeterSign(1.0 if d.meter.import_positive else -1.0),
-            setpoint_deadband_kw=d.control.setpoint_deadband_kw,
-            poll_transformer=True,
-            on_event=self._controller_event,
+        self.controller = site_controller(
+            self.shadow, self.devices, self.plant.ports, self.plant.endpoint,
+            self._controller_event,
         )
 
     async def close(self) -> None:

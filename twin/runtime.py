@@ -171,7 +171,6 @@ class LockStepRuntime:
         self._outcomes: dict[str, SessionOutcome] = {}
         self._session_start_kwh: dict[str, float] = {}
         self._now = scenario.run.start
-        self._site: SiteSide | None = None
 
     # -- quiescence -----------------------------------------------------------------
     async def quiesce(self) -> None:
@@ -339,7 +338,7 @@ class LockStepRuntime:
         self._endpoints = [self._csms, *self._stations.values()]
         import_kw = np.zeros(steps)
         ev_kw = np.zeros(steps)
-        site = self._site = (
+        site = (
             SiteSide(sc, steps, sink) if sc.site_devices is not None else None
         )
         grid_side = (

@@ -9,7 +9,7 @@ before the CSMS's DLM step (DESIGN.md, "Data flow of one control step").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -73,15 +73,59 @@ def worst_case_non_ev_kw(scenario: Scenario) -> float:
     return peak
 
 
-def _sunspec_client(dev: ModbusDevice, port: int) -> SunSpecClient:
+def _sunspec_client(dev: ModbusDevice, port: int | None) -> SunSpecClient:
+    """A client at the device's physical address, or at its emulator's loopback port."""
+    if dev.binding == "physical":
+        assert dev.host is not None and dev.port is not None
+        host, p = dev.host, dev.port
+    else:
+        assert port is not None
+        host, p = "127.0.0.1", port
     bases = (dev.base,) if dev.base is not None else (40000, 0, 50000)
-    return SunSpecClient(
-        dev.host or "127.0.0.1",
-        dev.port or port,
-        device_id=dev.unit,
-        bases=bases,
-        timeout_s=dev.timeout_s,
-        backoff=Backoff(),
+    return SunSpecClient(host, p, device_id=dev.unit, bases=bases, timeout_s=dev.timeout_s,
+                         backoff=Backoff())
+
+
+def site_controller(
+    scenario: Scenario,
+    devices: SiteDevices,
+    ports: Mapping[str, int],
+    plant_endpoint: str | None,
+    on_event: Callable[[str, str, dict[str, Any]], None],
+) -> SiteEnergyController:
+    """The site energy controller, given endpoints only (physical or emulated).
+
+    Args:
+        scenario: the scenario (or the bench's shadow scenario) for the control limits.
+        devices: the site devices with their bindings.
+        ports: loopback ports of the emulated SunSpec devices by name.
+        plant_endpoint: the emulated transformer's OPC UA endpoint (None without one).
+        on_event: ``(source, kind, payload)`` sink.
+    """
+    transformer = None
+    nodes = None
+    if (t := devices.transformer) is not None:
+        if t.binding == "physical":
+            assert t.endpoint is not None
+            nodes, endpoint = TransformerNodes(**t.node_ids), t.endpoint
+        else:
+            assert plant_endpoint is not None
+            nodes, endpoint = TransformerNodes(**TRANSFORMER_NODES), plant_endpoint
+        transformer = OpcUaClient(endpoint, nodes.all(), limit_node_id=nodes.limit_kw,
+                                  subscribe=False, backoff=Backoff())
+    d = devices
+    return SiteEnergyController(
+        control_config(scenario, d),
+        meter=_sunspec_client(d.meter, ports.get("meter")),
+        pv=_sunspec_client(d.pv, ports.get("pv")) if d.pv is not None else None,
+        bess=_sunspec_client(d.bess, ports.get("bess")) if d.bess is not None else None,
+        transformer=transformer,
+        transformer_nodes=nodes,
+        pv_rated_kw=d.pv.rated_kw if d.pv is not None else None,
+        meter_sign=MeterSign(1.0 if d.meter.import_positive else -1.0),
+        setpoint_deadband_kw=d.control.setpoint_deadband_kw,
+        poll_transformer=True,
+        on_event=on_event,
     )
 
 
@@ -117,29 +161,9 @@ class SiteSide:
     async def start(self, now: datetime) -> None:
         """Start the emulators and connect the controller's clients."""
         await self.plant.start(now)
-        ports = self.plant.ports
-        d = self.devices
-        transformer = None
-        nodes = None
-        if d.transformer is not None:
-            assert self.plant.endpoint is not None
-            nodes = TransformerNodes(**TRANSFORMER_NODES)
-            transformer = OpcUaClient(
-                self.plant.endpoint, nodes.all(), limit_node_id=nodes.limit_kw,
-                subscribe=False, backoff=Backoff(),
-            )
-        self.controller = SiteEnergyController(
-            control_config(self.scenario, d),
-            meter=_sunspec_client(d.meter, ports["meter"]),
-            pv=_sunspec_client(d.pv, ports["pv"]) if d.pv is not None else None,
-            bess=_sunspec_client(d.bess, ports["bess"]) if d.bess is not None else None,
-            transformer=transformer,
-            transformer_nodes=nodes,
-            pv_rated_kw=d.pv.rated_kw if d.pv is not None else None,
-            meter_sign=MeterSign(1.0 if d.meter.import_positive else -1.0),
-            setpoint_deadband_kw=d.control.setpoint_deadband_kw,
-            poll_transformer=True,
-            on_event=self._controller_event,
+        self.controller = site_controller(
+            self.scenario, self.devices, self.plant.ports, self.plant.endpoint,
+            self._controller_event,
         )
 
     @property
