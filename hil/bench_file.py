@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controllers.csms.config import SecurityConfig
 from twin.scenario import (
     STATION_KINDS,
     Controllers,
@@ -60,6 +61,13 @@ class BenchStation(_Model):
     EVSE ids 1..n; ``ocpp_version``: what an emulated station speaks (a physical charger
     picks its subprotocol itself); ``meter_interval_s``: sampled meter values period of an
     emulated station; ``phase_rotation``: OCPP phaseRotation of its EVSEs.
+
+    Credentials of an **emulated** station (the bench connects it with them):
+    ``password`` (HTTP Basic, security profiles 1 and 2; 16 to 40 characters as OCPP 2.0.1
+    ``BasicAuthPassword``; the CSMS stores only its scrypt hash, computed at start when
+    ``csms.security.passwords`` has none for the station), ``tls_cert_file`` /
+    ``tls_key_file`` (client certificate with CN = station id, profile 3). A physical
+    charger's password is only in ``csms.security.passwords``, as a hash.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
@@ -68,6 +76,9 @@ class BenchStation(_Model):
     ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
     meter_interval_s: int = Field(10, ge=1)
     phase_rotation: Literal["RST", "STR", "TRS"] = "RST"
+    password: str | None = Field(None, min_length=16, max_length=40)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @property
     def current_kind(self) -> Literal["AC", "DC"]:
@@ -81,10 +92,22 @@ class BenchStation(_Model):
 
 
 class BenchCsms(_Model):
-    """Where the CSMS listens: ``host`` (``0.0.0.0``: every interface), ``port`` (0: any)."""
+    """Where the CSMS listens and how stations authenticate.
+
+    ``host`` (``0.0.0.0``: every interface), ``port`` (0: any free port); ``security``:
+    the OCPP security profile (:class:`controllers.csms.config.SecurityConfig`: 0 none,
+    1 HTTP Basic, 2 TLS + Basic, 3 TLS with client certificates; stations then connect to
+    ``wss://``), password hashes of physical chargers and the TLS files.
+    """
 
     host: str = "0.0.0.0"
     port: int = Field(9000, ge=0, le=65535)
+    security: SecurityConfig = SecurityConfig()
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` for profiles 2 and 3, else ``ws``."""
+        return "wss" if self.security.profile >= 2 else "ws"
 
 
 class Plug(_Model):
@@ -128,10 +151,13 @@ class EmulatedStations(_Model):
     """Stations the bench starts itself and the vehicles plugged into them.
 
     ``mode``: ``in_process`` (advanced by the bench loop) or ``process`` (each station a
-    separate OS process of ``python -m hil.station``, which connects like a real charger).
+    separate OS process of ``python -m hil.station``, which connects like a real charger);
+    ``tls_ca_file``: the CA the emulated stations trust for the CSMS's server certificate
+    (security profiles 2 and 3).
     """
 
     mode: Literal["in_process", "process"] = "in_process"
+    tls_ca_file: str | None = None
     stations: list[str] = Field(default_factory=list)
     vehicles: list[Plug] = Field(default_factory=list)
 
@@ -171,6 +197,26 @@ class Bench(_Model):
             raise ValueError(f"emulated_stations.stations names unknown stations: "
                              f"{', '.join(unknown)}")
         emulated = set(self.emulated_stations.stations)
+        sec = self.csms.security
+        for sid in emulated:
+            st = by_id[sid]
+            if sec.profile in (1, 2) and st.password is None and sid not in sec.passwords:
+                raise ValueError(f"stations: {sid}: security profile {sec.profile} needs a "
+                                 "password for the emulated station")
+            if sec.profile == 3 and st.tls_cert_file is None:
+                raise ValueError(f"stations: {sid}: security profile 3 needs tls_cert_file "
+                                 "for the emulated station")
+        if sec.profile >= 2 and emulated and self.emulated_stations.tls_ca_file is None:
+            raise ValueError("emulated_stations.tls_ca_file: needed to trust the CSMS's "
+                             f"certificate at security profile {sec.profile}")
+        for st in self.stations:
+            if st.id not in emulated and (st.password or st.tls_cert_file):
+                raise ValueError(f"stations: {st.id}: credentials are only for emulated "
+                                 "stations; a physical charger's password goes hashed into "
+                                 "csms.security.passwords")
+            if sec.profile in (1, 2) and st.id not in emulated and st.id not in sec.passwords:
+                raise ValueError(f"csms.security.passwords: no password hash for the "
+                                 f"physical station {st.id} (profile {sec.profile})")
         busy: dict[str, list[tuple[float, float]]] = {}
         for plug in self.emulated_stations.vehicles:
             station = by_id.get(plug.station_id)

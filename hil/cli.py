@@ -1,6 +1,6 @@
 """``migrid bench BENCH.yaml``: the command's body (registered lazily by twin.cli).
 
-Prints where the CSMS listens (``ws://host:port/<station id>`` per station) and which
+Prints where the CSMS listens (``ws[s]://host:port/<station id>`` per station) and which
 devices are physical or emulated, then a one-line live status every few seconds, and the
 run folder at the end. SIGINT (Ctrl-C) and SIGTERM stop cleanly: exit 0 with the run
 folder finished. Exit 2 on a bad bench file.
@@ -30,8 +30,9 @@ STATUS_EVERY_S = 5.0
 def _print_ready(console: Console, runtime: BenchRuntime) -> None:
     b = runtime.bench
     console.print(f"[bold]bench {b.name}[/bold]  run folder: {runtime.run_dir}")
-    console.print(f"CSMS listening on ws://{b.csms.host}:{runtime.port}/<station id> "
-                  "(subprotocols ocpp2.0.1, ocpp1.6)")
+    console.print(f"CSMS listening on {b.csms.scheme}://{b.csms.host}:{runtime.port}"
+                  f"/<station id> (subprotocols ocpp2.0.1, ocpp1.6; security profile "
+                  f"{b.csms.security.profile})")
     emulated = set(b.emulated_stations.stations)
     for sid, url in runtime.station_urls().items():
         how = (f"emulated ({b.emulated_stations.mode})" if sid in emulated

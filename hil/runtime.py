@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from controllers.csms import Csms, CsmsConfig, DlmConfig, EvseConfig, SiteConfig
+from controllers.csms.config import SecurityConfig
+from controllers.csms.security import hash_password
 from controllers.grid_signal import GridSignal, ev_limit_kw
 from devices.charging_station import ChargingStation
 from hil.bench_file import Bench
@@ -58,7 +60,8 @@ from twin.recorder import EventWriter, TraceWriter
 from twin.scenario import Run, Scenario, StationGroup
 from twin.site_runtime import worst_case_non_ev_kw
 
-__all__ = ["BenchOutput", "BenchRuntime", "BenchStatus", "bench_csms_config", "shadow_scenario"]
+__all__ = ["BenchOutput", "BenchRuntime", "BenchStatus", "bench_csms_config", "bench_security",
+           "shadow_scenario"]
 
 Row = tuple[str, str, float, str]
 
@@ -98,7 +101,23 @@ def bench_csms_config(bench: Bench, start: datetime) -> CsmsConfig:
         },
         response_timeout_s=bench.run.ocpp_response_timeout_s,
         record_frames=bench.run.record_frames,
+        security=bench_security(bench),
     )
+
+
+def bench_security(bench: Bench) -> SecurityConfig:
+    """The CSMS's security settings of a bench.
+
+    The bench's ``csms.security``, plus the scrypt hash of every emulated station's
+    password that ``csms.security.passwords`` does not already hold.
+    """
+    sec = bench.csms.security
+    hashes = dict(sec.passwords)
+    for sid in bench.emulated_stations.stations:
+        password = bench.station(sid).password
+        if password is not None and sid not in hashes:
+            hashes[sid] = hash_password(password)
+    return sec.model_copy(update={"passwords": hashes})
 
 
 @dataclass
@@ -169,13 +188,17 @@ class BenchRuntime:
     def local_url(self) -> str:
         """The CSMS's base URL for stations on this machine."""
         host = self.bench.csms.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        return f"ws://{host}:{self.port}"
+        if self.bench.csms.security.profile >= 2:
+            host = "localhost" if host in ("0.0.0.0", "::", "") else host
+        else:
+            host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"{self.bench.csms.scheme}://{host}:{self.port}"
 
     def station_urls(self) -> dict[str, str]:
-        """Station id -> the URL it connects to (``ws://<host>:<port>/<id>``)."""
+        """Station id -> the URL it connects to (``ws[s]://<host>:<port>/<id>``)."""
         host = self.bench.csms.host
-        return {s.id: f"ws://{host}:{self.port}/{s.id}" for s in self.bench.stations}
+        scheme = self.bench.csms.scheme
+        return {s.id: f"{scheme}://{host}:{self.port}/{s.id}" for s in self.bench.stations}
 
     def _sink(self, t: datetime, source: str, kind: str, payload: dict[str, Any]) -> None:
         self.events.sink(t, source, kind, payload)
@@ -188,7 +211,9 @@ class BenchRuntime:
         self.csms.set_now(now)
         self.port = await self.csms.start(b.csms.host, b.csms.port)
         self._sink(now, "bench", "bench.started", {
-            "csms": f"ws://{b.csms.host}:{self.port}", "physical_stations": b.physical_stations,
+            "csms": f"{b.csms.scheme}://{b.csms.host}:{self.port}",
+            "security_profile": b.csms.security.profile,
+            "physical_stations": b.physical_stations,
             "emulated_stations": b.emulated_stations.stations,
         })
         if b.site_devices is not None:
@@ -208,13 +233,15 @@ class BenchRuntime:
                 self._processes.append(await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "hil.station", "--url", self.local_url,
                     "--station", station.model_dump_json(), "--plugs", json.dumps(plugs),
+                    *(["--ca-file", emulated.tls_ca_file] if emulated.tls_ca_file else []),
                     "--voltage-v", str(b.site.voltage_v),
                     "--step-s", str(min(1.0, b.run.step_s)),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 ))
                 continue
             cs = ChargingStation(
-                station_spec(station, b.site.voltage_v), self.local_url, on_event=self._sink,
+                station_spec(station, b.site.voltage_v, emulated.tls_ca_file), self.local_url,
+                on_event=self._sink,
                 perf_counter=time.perf_counter, record_frames=b.run.record_frames,
                 response_timeout_s=b.run.ocpp_response_timeout_s,
             )

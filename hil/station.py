@@ -33,8 +33,14 @@ from hil.bench_file import BenchStation, Plug
 __all__ = ["PlugSchedule", "main", "plug_in", "run_station", "station_spec"]
 
 
-def station_spec(station: BenchStation, voltage_v: float) -> StationSpec:
-    """The emulator's spec of a bench station (every EVSE of its kind, 3-phase)."""
+def station_spec(
+    station: BenchStation, voltage_v: float, tls_ca_file: str | None = None
+) -> StationSpec:
+    """The emulator's spec of a bench station (every EVSE of its kind, 3-phase).
+
+    ``tls_ca_file``: the CA trusted for the CSMS's certificate (``wss://``); the station's
+    own password and client certificate come from ``station``.
+    """
     return StationSpec(
         station_id=station.id,
         ocpp_version=station.ocpp_version,
@@ -44,6 +50,10 @@ def station_spec(station: BenchStation, voltage_v: float) -> StationSpec:
             for e in range(1, station.evses + 1)
         ),
         meter_interval_s=station.meter_interval_s,
+        password=station.password,
+        tls_ca_file=tls_ca_file,
+        tls_cert_file=station.tls_cert_file,
+        tls_key_file=station.tls_key_file,
     )
 
 
@@ -90,10 +100,16 @@ async def run_station(
     step_s: float = 1.0,
     duration_s: float | None = None,
     stop: asyncio.Event | None = None,
+    tls_ca_file: str | None = None,
 ) -> None:
-    """Run one station on the wall clock until ``stop`` is set or ``duration_s`` passes."""
+    """Run one station on the wall clock until ``stop`` is set or ``duration_s`` passes.
+
+    ``tls_ca_file``: CA trusted for the CSMS's certificate (a ``wss://`` URL); the
+    station's password and client certificate come from ``station``.
+    """
     stop = stop or asyncio.Event()
-    cs = ChargingStation(station_spec(station, voltage_v), url, on_event=_print_event,
+    cs = ChargingStation(station_spec(station, voltage_v, tls_ca_file), url,
+                         on_event=_print_event,
                          perf_counter=time.perf_counter)
     schedule = PlugSchedule(plugs)
     t0 = time.monotonic()
@@ -128,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voltage-v", type=float, default=230.0)
     ap.add_argument("--step-s", type=float, default=1.0)
     ap.add_argument("--duration-s", type=float, default=None)
+    ap.add_argument("--ca-file", default=None,
+                    help="PEM CA trusted for the CSMS's certificate (wss:// URL)")
     args = ap.parse_args(argv)
     station = BenchStation.model_validate_json(args.station)
     plugs = [Plug.model_validate(p) for p in json.loads(args.plugs)]
@@ -138,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await run_station(args.url, station, plugs, voltage_v=args.voltage_v,
-                          step_s=args.step_s, duration_s=args.duration_s, stop=stop)
+                          step_s=args.step_s, duration_s=args.duration_s, stop=stop,
+                          tls_ca_file=args.ca_file)
 
     asyncio.run(go())
     return 0
