@@ -8,7 +8,8 @@ Events (``time, source, kind, payload``) are of three sorts here:
   OpenADR ``interval_period``/``intervalPeriod``, or ``intervals`` of those), else as a
   vertical line at the event time;
 * chatty protocol events (``ocpp.*``, ``profile.*``, ``station.*``, ``dlm.*``,
-  ``transaction.*``, ``vehicle.*``): in the table only;
+  ``transaction.*``, ``vehicle.*``, ``exchange.*`` recorded fieldbus traffic): in the
+  table only;
 * every other kind (``session.arrived`` ... and kinds later issues add): markers.
 
 The table is filtered and paged on the server: DataTable's ``filter_query`` is parsed by
@@ -29,7 +30,8 @@ import pandas as pd
 from twin.run_folder import RunFolder
 
 GRID_PREFIXES = ("openadr.", "grid.", "ven.", "vtn.", "dr.", "limit.")
-CHATTY_PREFIXES = ("ocpp.", "profile.", "station.", "dlm.", "transaction.", "vehicle.")
+CHATTY_PREFIXES = ("ocpp.", "profile.", "station.", "dlm.", "transaction.", "vehicle.",
+                   "exchange.")
 
 #: Most bands drawn on the site graph; most markers per event kind.
 MAX_BANDS = 200

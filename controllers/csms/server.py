@@ -42,8 +42,8 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -58,7 +58,12 @@ from controllers.csms.config import CsmsConfig, EvseConfig
 from controllers.csms.profiles import RateUnit
 from controllers.csms.registry import Registry, TransactionRecord
 from controllers.csms.rpc import SUBPROTOCOLS, VERSION_OF_SUBPROTOCOL, station_id_from_path
-from controllers.csms.security import BASIC_CHALLENGE, StationAuthenticator, server_ssl_context
+from controllers.csms.security import (
+    BASIC_CHALLENGE,
+    StationAuthenticator,
+    report_handshake_failures,
+    server_ssl_context,
+)
 from controllers.csms.station import CommandError, Station16, Station201, StationLink
 from controllers.dlm import (
     DlmResult,
@@ -104,7 +109,12 @@ class Csms:
             ``dlm.setpoint`` (only on change) / ``dlm.setpoint_failed``,
             ``ocpp.callerror`` (sent or received), ``ocpp.frame`` (with
             ``record_frames``), ``security.auth_failed`` (station, reason, profile,
-            HTTP status; never a password).
+            HTTP status; never a password), ``security.tls_failed`` (a TLS handshake
+            refused: OpenSSL's reason, profile); faulty stations (see
+            :mod:`controllers.csms.station`): ``station.malformed_frame``,
+            ``station.unresponsive`` / ``station.responsive``, ``station.clock_skew`` /
+            ``station.clock_skew_cleared``, ``evse.profile_violation`` /
+            ``evse.profile_compliant`` (see :meth:`step`).
         perf_counter: clock for round-trip times [s] (e.g. ``time.perf_counter``);
             without one no RTT is measured.
 
@@ -154,6 +164,7 @@ class Csms:
         self._setpoints: dict[EvseKey, float] = {}
         self._setpoint_since: dict[EvseKey, datetime] = {}
         self._uncontrolled: set[EvseKey] = set()
+        self._violating: dict[EvseKey, float] = {}
         self._sending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._station_tasks: dict[str, set[asyncio.Task[None]]] = {}
@@ -181,6 +192,7 @@ class Csms:
             tls = server_ssl_context(
                 sec.tls_cert_file, sec.tls_key_file, sec.tls_ca_file if sec.profile == 3 else None
             )
+            report_handshake_failures(tls, self._tls_failed)
         self._server = await serve(
             self._serve_station,
             host,
@@ -202,6 +214,12 @@ class Csms:
             sec.profile,
         )
         return bound
+
+    def _tls_failed(self, reason: str) -> None:
+        """A TLS handshake failed (no station id yet): log it, emit ``security.tls_failed``."""
+        logger.warning("TLS handshake with a station failed: %s", reason)
+        profile = self.config.security.profile
+        self.emit("csms", "security.tls_failed", {"reason": reason, "profile": profile})
 
     async def stop(self) -> None:
         """Close every connection and the server; cancel outstanding tasks."""
@@ -304,9 +322,23 @@ class Csms:
         offline, is skipped until the next step. An EVSE whose profile is in flight or
         was not accepted (Rejected, CALLERROR, timeout) counts as worst case (its maximum
         reserved) until one is accepted, and is sent again at every step.
+
+        Profile compliance: a meter value taken at least ``profile_violation_grace_s``
+        after the set-point was sent (one meter interval plus the response time), of an
+        EVSE whose set-point was accepted, is compared with the set-point; drawing more
+        than the set-point's power + ``max(profile_violation_tolerance_kw,
+        profile_violation_tolerance_share x set-point power)`` (defaults: max(1 kW,
+        10 %)) is a violation (the station ignores or overshoots its profile):
+        ``evse.profile_violation`` (station, evse, transaction, limit_kw, measured_kw,
+        tolerance_kw) is emitted and the DLM reserves the EVSE's measured current instead
+        of its set-point (``EvseInput.reserve_measured``) and never raises its set-point,
+        so the other EVSEs are reduced, until a later judged meter value is within the
+        tolerance (``evse.profile_compliant``). The site can exceed its limit only until
+        the violation is seen: by at most the EVSE's excess over its set-point, for at
+        most the grace period plus one control step.
         """
         self.set_now(now)
-        inputs = self._dlm_inputs(now)
+        inputs = [self._profile_check(e, now) for e in self._dlm_inputs(now)]
         result = allocate(
             self.config.site, self._site_measurement(now), inputs, self.config.dlm, now
         )
@@ -347,6 +379,59 @@ class Csms:
             self._sending.add(station_id)
             self.spawn(station_id, self._send_batch(station_id, batch))
 
+    def _profile_check(self, evse: EvseInput, now: datetime) -> EvseInput:
+        """Judge the EVSE's latest meter value against its set-point (see :meth:`step`)."""
+        key = evse.key
+        cfg = self.config
+        judged = (
+            evse.controllable
+            and evse.measured_at is not None
+            and evse.setpoint_since is not None
+            and evse.measured_at
+            >= evse.setpoint_since + timedelta(seconds=cfg.profile_violation_grace_s)
+        )
+        measured_kw: float | None = None
+        limit_kw = 0.0
+        if judged:
+            voltage_v = cfg.site.voltage_v
+            if evse.kind == "AC":
+                n = len(evse.phases)
+                limit_kw = evse.previous_setpoint * n * voltage_v / 1000.0
+                if evse.measured_current_a:
+                    measured_kw = max(evse.measured_current_a) * n * voltage_v / 1000.0
+                elif evse.measured_power_w is not None:
+                    measured_kw = evse.measured_power_w / 1000.0
+            elif evse.measured_power_w is not None:
+                limit_kw = evse.previous_setpoint / 1000.0
+                measured_kw = evse.measured_power_w / 1000.0
+        if measured_kw is not None:
+            tolerance_kw = max(
+                cfg.profile_violation_tolerance_kw,
+                cfg.profile_violation_tolerance_share * limit_kw,
+            )
+            payload: dict[str, Any] = {
+                "station": key[0],
+                "evse": key[1],
+                "limit_kw": round(limit_kw, 3),
+                "measured_kw": round(measured_kw, 3),
+                "tolerance_kw": round(tolerance_kw, 3),
+            }
+            if measured_kw > limit_kw + tolerance_kw:
+                if key not in self._violating:
+                    tx = self.registry.active_transaction_on(*key)
+                    payload["transaction"] = tx.transaction_id if tx else None
+                    logger.warning(
+                        "EVSE %s draws %.1f kW over its %.1f kW limit", key, measured_kw, limit_kw
+                    )
+                    self.emit("csms", "evse.profile_violation", payload)
+                self._violating[key] = measured_kw
+            elif key in self._violating:
+                del self._violating[key]
+                self.emit("csms", "evse.profile_compliant", payload)
+        if key in self._violating:
+            return replace(evse, reserve_measured=True)
+        return evse
+
     def setpoints(self) -> dict[tuple[str, int], float]:
         """Set-point in force per (station, EVSE) with an open transaction.
 
@@ -383,6 +468,15 @@ class Csms:
             else:
                 total_w += evse.min_power_w
         return total_w / 1000.0
+
+    def site_measurement(self) -> SiteMeasurement:
+        """The site inputs the DLM allocates with now: non-EV load, external limit, flags.
+
+        What the site controller handed the CSMS (``set_non_ev_load``,
+        ``set_external_limit``, ``set_hold_minimum``); an expired external limit reads
+        None. A shadow twin feeds its own CSMS with exactly these.
+        """
+        return self._site_measurement(self._now)
 
     @property
     def last_result(self) -> DlmResult | None:
@@ -648,6 +742,7 @@ class Csms:
         self._setpoints.pop(key, None)
         self._setpoint_since.pop(key, None)
         self._uncontrolled.discard(key)
+        self._violating.pop(key, None)
 
     def _update_idle(self) -> None:
         if self.busy:
