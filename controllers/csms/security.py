@@ -29,6 +29,9 @@ A00.FR.318/319 and the 1.6 whitepaper (ECDHE with AES-GCM, ECDSA or RSA server k
 Profile 3: the client certificate must chain to ``tls_ca_file`` (checked by OpenSSL during
 the handshake: a station without one, or with one from another CA, never reaches HTTP);
 its subject common name must equal the station id in the URL (checked here, HTTP 403).
+A failed TLS handshake never reaches HTTP, so no station id is known then:
+:func:`report_handshake_failures` hands its reason (another CA, no certificate, a client
+that does not trust the server) to the CSMS, which emits ``security.tls_failed``.
 
 Refusals are HTTP responses at the handshake (websockets ``process_request``): 401 with a
 ``WWW-Authenticate: Basic`` challenge for missing or wrong Basic credentials or a station
@@ -41,8 +44,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -78,6 +83,7 @@ __all__ = [
     "hash_password",
     "is_hashed",
     "parse_basic_credentials",
+    "report_handshake_failures",
     "server_ssl_context",
     "verify_password",
 ]
@@ -182,6 +188,36 @@ def server_ssl_context(
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cafile=client_ca_file)
     return context
+
+
+def report_handshake_failures(context: ssl.SSLContext, report: Callable[[str], None]) -> None:
+    """Call ``report(reason)`` whenever a TLS handshake on ``context`` fails.
+
+    OpenSSL refuses a station's certificate (another CA, none at profile 3) inside the
+    handshake, before any HTTP request names the station; asyncio drops such a connection
+    without a word. ``SSLContext.sslobject_class`` (the documented hook for the objects of
+    ``wrap_bio``, which asyncio uses) sees the failure: ``reason`` is OpenSSL's, e.g.
+    ``CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate``.
+    """
+
+    class _Reporting(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as err:
+                report(_handshake_reason(err))
+                raise
+
+    context.sslobject_class = _Reporting
+
+
+def _handshake_reason(err: ssl.SSLError) -> str:
+    """``REASON: detail`` of an OpenSSL error, without its ``[SSL: ...]`` and source line."""
+    detail = getattr(err, "verify_message", None) or err.strerror or str(err)
+    detail = re.sub(r"^\[SSL: [A-Z0-9_]+\] | \(_ssl\.c:\d+\)$", "", str(detail))
+    return f"{err.reason}: {detail}" if err.reason else detail
 
 
 def common_name(peercert: dict[str, Any] | None) -> str | None:
