@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     lat = sorted(latencies_ms)
 
     def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else float("nan")
+        return float(np.percentile(lat, p)) if lat else float("nan")
 
     return {
         "stations": n, "changes": args.changes, "poll_ms": args.poll_ms,
