@@ -234,6 +234,21 @@ class SiteEnergyController:
                 if node is not None:
                     self._keep(name, tr.reading(node))
 
+    async def read_import_kw(self, now: datetime) -> float | None:
+        """One read of the meter's total active power only: site import [kW].
+
+        The fast path of a wall-clock runtime watching for a load change between control
+        steps (one Modbus read of model 203 ``W``); None when the meter does not answer
+        (the next control step reports it lost). Does not change what :meth:`step` uses.
+        """
+        readings = await self._read_sunspec("meter", self.meter, 203, ["W"], now)
+        if readings is None:
+            return None
+        value = readings["W"].value
+        if not isinstance(value, int | float):
+            return None
+        return float(value) * self.meter_sign.factor / 1000.0
+
     def _frozen(self, meter: dict[str, Reading], now: datetime) -> bool:
         """Whether the meter's registers have stopped counting (a frozen meter).
 

@@ -11,6 +11,8 @@ and adds what only a bench has:
 - ``emulated_stations``: which of the stations the bench starts itself (in this process,
   or each as a separate OS process of :mod:`hil.station`) and the vehicles plugged into
   them on a simple schedule, in seconds from the bench start;
+- ``shadow``: the shadow twin beside the field (tolerances, alarm window, the vehicle
+  assumed on physical chargers);
 - ``run``: the control step and an optional duration (wall clock).
 
 :func:`load_bench` rejects a bad file before anything starts, with the dotted path of
@@ -20,7 +22,7 @@ every bad field and the reason (:class:`twin.scenario.ScenarioError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,16 +36,20 @@ from twin.scenario import (
     format_errors,
     read_yaml,
 )
+from twin.scenario_faults import BenchFault
 from twin.scenario_grid import Grid
 from twin.scenario_site import SiteDevices
 
 __all__ = [
     "Bench",
     "BenchCsms",
+    "BenchReact",
     "BenchRun",
+    "BenchShadow",
     "BenchStation",
     "EmulatedStations",
     "Plug",
+    "ShadowVehicle",
     "load_bench",
     "parse_bench",
 ]
@@ -68,6 +74,10 @@ class BenchStation(_Model):
     ``csms.security.passwords`` has none for the station), ``tls_cert_file`` /
     ``tls_key_file`` (client certificate with CN = station id, profile 3). A physical
     charger's password is only in ``csms.security.passwords``, as a hash.
+
+    ``faults`` of an **emulated** station (:class:`twin.scenario_faults.BenchFault`): link
+    drop, delayed or missing replies, malformed frames, clock skew, ignored or overshot
+    profiles, each over ``start_s`` .. ``end_s`` seconds from the bench start.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
@@ -79,6 +89,7 @@ class BenchStation(_Model):
     password: str | None = Field(None, min_length=16, max_length=40)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    faults: list[BenchFault] = Field(default_factory=list)
 
     @property
     def current_kind(self) -> Literal["AC", "DC"]:
@@ -162,14 +173,88 @@ class EmulatedStations(_Model):
     vehicles: list[Plug] = Field(default_factory=list)
 
 
+class ShadowVehicle(_Model):
+    """The vehicle the shadow twin assumes on a physical charger (not on the wire).
+
+    ``soc`` is used when the charger reports none; ``target_soc`` where charging stops.
+    """
+
+    battery_kwh: float = Field(60.0, gt=0)
+    soc: float = Field(0.3, ge=0, lt=1)
+    target_soc: float = Field(1.0, gt=0, le=1)
+    ac_max_power_kw: float = Field(11.0, gt=0)
+    ac_phases: Literal[1, 3] = 3
+    dc_max_power_kw: float = Field(150.0, ge=0)
+
+
+#: residual tolerances of the shadow twin by quantity, in the quantity's unit
+DEFAULT_SHADOW_TOLERANCE = {"power_kw": 1.5, "soc": 0.05, "import_kw": 3.0}
+
+
+class BenchShadow(_Model):
+    """The shadow twin beside the field (:mod:`hil.shadow`).
+
+    ``enabled``: run it; ``tolerance``: quantity -> allowed ``|field - twin|`` (EVSE
+    ``power_kw``, ``energy_kwh``, ``soc``, ``setpoint_a``; site ``import_kw``,
+    ``ev_power_kw``), quantities not named are not monitored; ``window_s``: how long a
+    residual must stay beyond tolerance before a ``shadow.divergence`` alarm (longer than
+    a meter interval plus a step, or every plug-in raises one); ``vehicle``: the vehicle
+    assumed on physical chargers.
+    """
+
+    enabled: bool = True
+    tolerance: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_SHADOW_TOLERANCE))
+    window_s: float = Field(30.0, ge=0)
+    vehicle: ShadowVehicle = ShadowVehicle()
+
+
+class BenchReact(_Model):
+    """Reaction to a meter change between control steps (the bench's fast path).
+
+    With ``meter_poll_s`` set, the site meter's active power alone is read every
+    ``meter_poll_s`` seconds; a change of at least ``threshold_kw`` since the last control
+    step, or an import above the site limit, runs a control step at once (the DLM's new
+    set-points go out without waiting for the next ``run.step_s``). Needs a meter in
+    ``site_devices``. ``bench/bench_latency.py`` measures meter change to profile.
+    """
+
+    meter_poll_s: float | None = Field(None, ge=0.005, le=60)
+    threshold_kw: float = Field(2.0, gt=0)
+
+
 class BenchRun(_Model):
-    """Wall-clock run: control step ``step_s``, ``duration_s`` (None: until Ctrl-C)."""
+    """Wall-clock run: control step ``step_s``, ``duration_s`` (None: until Ctrl-C).
+
+    ``record`` (default on): every exchange of the session goes into ``events.parquet``
+    with its time: OCPP frames (``ocpp.frame``) and the controllers' Modbus, OPC UA and
+    OpenADR exchanges (``exchange.modbus``, ``exchange.opcua``, ``exchange.openadr``,
+    payload :meth:`controllers.exchange.Exchange.payload`). ``record_frames`` is its
+    former name, still accepted as an alias (both given and different: an error).
+    """
 
     step_s: float = Field(5.0, ge=0.2, le=3600)
+    react: BenchReact = BenchReact()
     duration_s: float | None = Field(None, gt=0)
-    record_frames: bool = False
+    record: bool = True
     ocpp_response_timeout_s: float = Field(30.0, gt=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _record_frames_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "record_frames" in data:
+            data = dict(data)
+            frames = data.pop("record_frames")
+            if "record" in data and data["record"] != frames:
+                raise ValueError("record_frames is the former name of record: give one")
+            data["record"] = frames
+        return data
+
+    @property
+    def record_frames(self) -> bool:
+        """The former name of :attr:`record`."""
+        return self.record
 
 
 class Bench(_Model):
@@ -184,7 +269,14 @@ class Bench(_Model):
     grid: Grid | None = None
     csms: BenchCsms = BenchCsms()
     emulated_stations: EmulatedStations = EmulatedStations()
+    shadow: BenchShadow = BenchShadow()
     run: BenchRun = BenchRun()
+
+    @model_validator(mode="after")
+    def _react_needs_meter(self) -> Bench:
+        if self.run.react.meter_poll_s is not None and self.site_devices is None:
+            raise ValueError("run.react.meter_poll_s needs a meter in site_devices")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Bench:
@@ -210,6 +302,9 @@ class Bench(_Model):
             raise ValueError("emulated_stations.tls_ca_file: needed to trust the CSMS's "
                              f"certificate at security profile {sec.profile}")
         for st in self.stations:
+            if st.id not in emulated and st.faults:
+                raise ValueError(f"stations: {st.id}: faults are injected into emulated "
+                                 "stations only; a physical charger cannot be given faults")
             if st.id not in emulated and (st.password or st.tls_cert_file):
                 raise ValueError(f"stations: {st.id}: credentials are only for emulated "
                                  "stations; a physical charger's password goes hashed into "

@@ -25,9 +25,8 @@ flight across step boundaries. Stopping (``stop`` event: SIGINT, ``--duration-s`
 closes the stations (they disconnect), the site clients and emulators, the VEN, the CSMS,
 then the writers; the caller writes ``kpis.json`` and ``status.json`` finished.
 
-Hooks for what is not here yet: :func:`shadow_scenario` gives the bench as a scenario (for
-a shadow twin beside the field); ``on_step`` sees every step's ``now`` and rows (traffic
-recording, fault injection).
+The shadow twin (:mod:`hil.shadow`, ``shadow.enabled``) steps right after the field at
+the same ``now`` and adds residual rows; ``on_step`` sees every step's ``now`` and rows.
 """
 
 from __future__ import annotations
@@ -51,11 +50,13 @@ from controllers.csms.security import hash_password
 from controllers.grid_signal import GridSignal, ev_limit_kw
 from devices.charging_station import ChargingStation
 from hil.bench_file import Bench
+from hil.recording import exchange_hook, perf_counter
+from hil.run_kpis import wall_clock_kpis
+from hil.shadow import ShadowTwin
 from hil.site import BenchSite
-from hil.station import PlugSchedule, plug_in, station_spec
+from hil.station import PlugSchedule, plug_in, station_faults, station_spec
 from twin import ocpp_validation
 from twin.grid_runtime import GridSide
-from twin.kpis import KpiInputs, compute_kpis
 from twin.recorder import EventWriter, TraceWriter
 from twin.scenario import Run, Scenario, StationGroup
 from twin.site_runtime import worst_case_non_ev_kw
@@ -69,9 +70,8 @@ Row = tuple[str, str, float, str]
 def shadow_scenario(bench: Bench, start: datetime) -> Scenario:
     """The bench as a lock-step scenario starting at ``start`` (one day long).
 
-    Used for the site control's parameters and worst-case load; a hook for a shadow twin
-    (its stations are a placeholder group: the bench's station ids do not follow the
-    scenario's ``prefix + number`` naming).
+    Used for the site control's parameters and worst-case load (its stations are a
+    placeholder group: only the site, controllers and site devices are read).
     """
     return Scenario(
         name=bench.name, description=bench.description, site=bench.site,
@@ -182,6 +182,10 @@ class BenchRuntime:
             bench.emulated_stations.vehicles if bench.emulated_stations.mode == "in_process"
             else [])
         self._series = _Series()
+        self.shadow: ShadowTwin | None = None
+        self._io_lock = asyncio.Lock()
+        self._react_kw: float | None = None
+        self.shadow_summary: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -217,12 +221,14 @@ class BenchRuntime:
             "emulated_stations": b.emulated_stations.stations,
         })
         if b.site_devices is not None:
-            self.site = BenchSite(shadow_scenario(b, now), now, self._sink)
+            self.site = BenchSite(shadow_scenario(b, now), now, self._sink, record=b.run.record)
             await self.site.start(now)
             self._sink(now, "bench", "bench.site_devices", self.site.bindings())
         grid = None
         if b.grid is not None:
-            grid = GridSide(b.grid, now, b.run.step_s, b.run.seed, self._sink)
+            grid = GridSide(b.grid, now, b.run.step_s, b.run.seed, self._sink,
+                            on_exchange=exchange_hook(self._sink, "ven") if b.run.record
+                            else None, perf_counter=perf_counter)
             await grid.start(now)
         emulated = b.emulated_stations
         for sid in emulated.stations:
@@ -234,13 +240,14 @@ class BenchRuntime:
                     sys.executable, "-m", "hil.station", "--url", self.local_url,
                     "--station", station.model_dump_json(), "--plugs", json.dumps(plugs),
                     *(["--ca-file", emulated.tls_ca_file] if emulated.tls_ca_file else []),
-                    "--voltage-v", str(b.site.voltage_v),
+                    "--voltage-v", str(b.site.voltage_v), "--bench-start", now.isoformat(),
                     "--step-s", str(min(1.0, b.run.step_s)),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 ))
                 continue
             cs = ChargingStation(
                 station_spec(station, b.site.voltage_v, emulated.tls_ca_file), self.local_url,
+                faults=station_faults(station, now),
                 on_event=self._sink,
                 perf_counter=time.perf_counter, record_frames=b.run.record_frames,
                 response_timeout_s=b.run.ocpp_response_timeout_s,
@@ -252,9 +259,19 @@ class BenchRuntime:
             if isinstance(res, BaseException):  # retried with back-off by advance()
                 self._sink(now, "bench", "bench.station_connect_failed",
                            {"station": sid, "error": repr(res)})
+        if b.shadow.enabled:
+            self.shadow = ShadowTwin(b, self.run_dir, bench_csms_config(b, now), self._sink)
+            await self.shadow.start(now)
+            self._sink(now, "bench", "bench.shadow", {"run": self.shadow.run_dir.name})
         return grid
 
     async def _close(self, grid: GridSide | None) -> None:
+        if self.shadow is not None:
+            try:
+                self.shadow_summary = await self.shadow.close()
+            except Exception as err:  # the field run is closed whatever the shadow does
+                self._sink(datetime.now(UTC), "bench", "bench.shadow_failed",
+                           {"error": repr(err)})
         for cs in self._stations.values():
             with contextlib.suppress(Exception):
                 await cs.close()
@@ -287,30 +304,65 @@ class BenchRuntime:
         t0 = time.monotonic()
         start = datetime.now(UTC)
         grid: GridSide | None = None
-        k = 0
+        k = 0  # scheduled steps (fixed rate from t0)
+        steps = 0  # every step, reactions to a meter change included
+        wake = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
         try:
             grid = await self._start(start)
             self.started.set()
+            if b.run.react.meter_poll_s is not None and self.site is not None:
+                watcher = asyncio.create_task(self._watch_meter(wake, stop))
             last = start
             while not stop.is_set():
-                k += 1
-                wait_s = t0 + k * b.run.step_s - time.monotonic()
+                wait_s = t0 + (k + 1) * b.run.step_s - time.monotonic()
                 if duration_s is not None:
                     wait_s = min(wait_s, t0 + duration_s - time.monotonic())
-                if wait_s > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait_s)
+                reaction = await _wait_either(stop, wake, wait_s)
                 if stop.is_set():
                     break
+                if not reaction:
+                    k += 1
+                wake.clear()
                 now = datetime.now(UTC)
-                await self._step(k, now, (now - last).total_seconds(), now - start, grid)
+                steps += 1
+                if reaction:
+                    self._sink(now, "bench", "bench.react", {"import_kw": self._react_kw})
+                async with self._io_lock:
+                    await self._step(steps, now, (now - last).total_seconds(), now - start,
+                                     grid)
                 last = now
                 if duration_s is not None and time.monotonic() - t0 >= duration_s:
                     break
         finally:
             self.started.set()
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             await self._close(grid)
-        return BenchOutput(self.run_dir, self._kpis(time.perf_counter() - wall_start), k)
+        return BenchOutput(self.run_dir, self._kpis(time.perf_counter() - wall_start), steps)
+
+    async def _watch_meter(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        """The fast path (``run.react``): poll the meter's power alone between steps.
+
+        Wakes the loop for a control step at once when the import moved by
+        ``threshold_kw`` since the last step's reading, or exceeds the site limit.
+        """
+        react = self.bench.run.react
+        assert react.meter_poll_s is not None and self.site is not None
+        limit = self.bench.site.grid_limit_kw
+        while not stop.is_set():
+            await asyncio.sleep(react.meter_poll_s)
+            if wake.is_set():
+                continue
+            async with self._io_lock:
+                kw = await self.site.read_import_kw(datetime.now(UTC))
+                ref = self.site.measured_import_kw
+            if kw is None or ref is None:
+                continue
+            if abs(kw - ref) >= react.threshold_kw or kw > limit:
+                self._react_kw = kw
+                wake.set()
 
     async def _step(self, k: int, now: datetime, dt_s: float, elapsed: Any,
                     grid: GridSide | None) -> None:
@@ -358,6 +410,8 @@ class BenchRuntime:
         if self.site is not None and truth is not None:
             rows += self.site.rows(truth, decision)
         rows += self._field_rows(ev_kw, base_kw, import_kw)
+        if self.shadow is not None:
+            rows += await self.shadow.step(now, elapsed.total_seconds(), csms, rows)
         self._series.import_kw.append(import_kw)
         self._series.ev_kw.append(ev_kw)
         self.traces.add_many(now, rows)
@@ -408,23 +462,30 @@ class BenchRuntime:
 
     def _kpis(self, wall_s: float) -> dict[str, Any]:
         b = self.bench
-        imp = np.asarray(self._series.import_kw, dtype=float)
-        ev = np.asarray(self._series.ev_kw, dtype=float)
         csms_rtt = self.csms.rtt_samples_s if self.csms is not None else []
         rtt = [x for cs in self._stations.values() for x in cs.rtt_samples_s] + csms_rtt
-        doc = compute_kpis(KpiInputs(
-            step_s=b.run.step_s, import_kw=imp, limit_kw=np.full(len(imp), b.site.grid_limit_kw),
-            ev_power_kw=ev, price_per_mwh=None, currency=None, sessions=[],
-            sessions_refused=0, rtt_s=rtt, wall_time_s=wall_s, simulated_s=wall_s,
-        ))
-        # field runs have no replayed sessions: the session KPIs mean nothing here
-        for name in ("energy_requested_kwh", "energy_unmet_kwh", "energy_met_share",
-                     "sessions_completed", "sessions_open_at_end", "sessions_refused"):
-            doc["kpis"].pop(name, None)
-        doc["kpis"]["control_steps"] = {"value": len(imp), "unit": "1"}
+        doc = wall_clock_kpis(b.run.step_s, np.asarray(self._series.import_kw),
+                              np.asarray(self._series.ev_kw), b.site.grid_limit_kw, rtt, wall_s)
         if self.site is not None:
             doc["wall"]["fieldbus_exchanges"] = {"value": self.site.exchanges, "unit": "1"}
+        if self.shadow_summary is not None:
+            doc["shadow"] = self.shadow_summary
         return doc
+
+
+async def _wait_either(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``stop`` or ``wake`` is set or ``timeout_s`` passes; True if woken."""
+    if wake.is_set():
+        return True
+    if timeout_s <= 0:
+        return False
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return wake.is_set() and not stop.is_set()
 
 
 def _grid_rows(signal: GridSignal) -> list[Row]:

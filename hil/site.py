@@ -23,6 +23,7 @@ from typing import Any
 from controllers.grid_signal import GridSignal
 from controllers.site_control import SiteDecision
 from controllers.site_energy import EvLoadManager, SiteEnergyController
+from hil.recording import device_exchange_hook, perf_counter
 from twin.scenario import Scenario
 from twin.scenario_site import ModbusDevice, SiteDevices, SiteMeter, physical_devices
 from twin.site_plant import PlantTruth, SitePlant
@@ -51,9 +52,12 @@ class BenchSite:
             site control's parameters.
         start: bench start (UTC).
         on_event: run-folder event sink.
+        record: record every Modbus and OPC UA exchange of the controller as an
+            ``exchange.modbus`` / ``exchange.opcua`` event (:mod:`hil.recording`).
     """
 
-    def __init__(self, shadow: Scenario, start: datetime, on_event: EventSink) -> None:
+    def __init__(self, shadow: Scenario, start: datetime, on_event: EventSink,
+                 record: bool = False) -> None:
         assert shadow.site_devices is not None
         self.shadow = shadow
         self.devices = shadow.site_devices
@@ -62,6 +66,7 @@ class BenchSite:
         self.plant = SitePlant(emulated_only(self.devices), start, shadow.site.voltage_v,
                                on_event=on_event)
         self.controller: SiteEnergyController | None = None
+        self.record = record
         self._now = start
 
     def bindings(self) -> dict[str, str]:
@@ -89,6 +94,8 @@ class BenchSite:
         self.controller = site_controller(
             self.shadow, self.devices, self.plant.ports, self.plant.endpoint,
             self._controller_event,
+            on_exchange=device_exchange_hook(self.on_event) if self.record else None,
+            perf_counter=perf_counter,
         )
 
     async def close(self) -> None:
@@ -111,6 +118,12 @@ class BenchSite:
         assert self.controller is not None
         self._now = now
         return await self.controller.step(now, dt_s, csms, grid)
+
+    async def read_import_kw(self, now: datetime) -> float | None:
+        """Read only the site meter's import now [kW] (None: not answering / not started)."""
+        if self.controller is None:
+            return None
+        return await self.controller.read_import_kw(now)
 
     @property
     def measured_import_kw(self) -> float | None:

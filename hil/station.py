@@ -4,7 +4,10 @@ Starts one :class:`devices.charging_station.ChargingStation` against a CSMS URL,
 real charger would connect (``<url>/<station id>``, subprotocol ``ocpp2.0.1`` or
 ``ocpp1.6``), advances it every ``--step-s`` seconds of wall time and plugs vehicles in
 and out on the schedule given. Every station event is printed as one JSON line on
-stdout. SIGINT or SIGTERM (or ``--duration-s``) closes the connection and exits 0.
+stdout (``time``: the station's clock, ``wall``: POSIX time of emission, ``source``,
+``kind``, ``payload``; a refused first connection too, as ``ocpp.connect_failed``;
+later attempts as ``ocpp.reconnect_failed``). SIGINT or SIGTERM (or ``--duration-s``) closes the
+connection and exits 0.
 
 The bench uses it for ``emulated_stations.mode: process``; it also stands in for a real
 charger when testing a bench (tests/hil). Example::
@@ -27,10 +30,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devices.charging_station import ChargingStation, EvseSpec, StationSpec
+from devices.charging_station.faults import StationFaults
 from devices.vehicle import VehicleSpec, VehicleState
 from hil.bench_file import BenchStation, Plug
+from twin.scenario_faults import bench_station_faults
 
-__all__ = ["PlugSchedule", "main", "plug_in", "run_station", "station_spec"]
+__all__ = ["PlugSchedule", "main", "plug_in", "run_station", "station_faults", "station_spec"]
 
 
 def station_spec(
@@ -55,6 +60,11 @@ def station_spec(
         tls_cert_file=station.tls_cert_file,
         tls_key_file=station.tls_key_file,
     )
+
+
+def station_faults(station: BenchStation, bench_start: datetime) -> StationFaults | None:
+    """The injected faults of an emulated bench station, offsets from ``bench_start``."""
+    return bench_station_faults(station.faults, bench_start)
 
 
 class PlugSchedule:
@@ -86,8 +96,8 @@ async def plug_in(station: ChargingStation, plug: Plug, now: datetime) -> None:
 
 
 def _print_event(t: datetime, source: str, kind: str, payload: dict[str, Any]) -> None:
-    line = json.dumps({"time": t.isoformat(), "source": source, "kind": kind,
-                       "payload": payload}, default=str)
+    line = json.dumps({"time": t.isoformat(), "wall": time.time(), "source": source,
+                       "kind": kind, "payload": payload}, default=str)
     print(line, flush=True)
 
 
@@ -101,21 +111,27 @@ async def run_station(
     duration_s: float | None = None,
     stop: asyncio.Event | None = None,
     tls_ca_file: str | None = None,
+    bench_start: datetime | None = None,
 ) -> None:
     """Run one station on the wall clock until ``stop`` is set or ``duration_s`` passes.
 
     ``tls_ca_file``: CA trusted for the CSMS's certificate (a ``wss://`` URL); the
-    station's password and client certificate come from ``station``.
+    station's password and client certificate come from ``station``. ``bench_start``:
+    the time the offsets of ``station.faults`` count from (None: now).
     """
     stop = stop or asyncio.Event()
     cs = ChargingStation(station_spec(station, voltage_v, tls_ca_file), url,
                          on_event=_print_event,
-                         perf_counter=time.perf_counter)
+                         perf_counter=time.perf_counter,
+                         faults=station_faults(station, bench_start or datetime.now(UTC)))
     schedule = PlugSchedule(plugs)
     t0 = time.monotonic()
     try:
-        with contextlib.suppress(Exception):  # refused: advance() retries with back-off
+        try:
             await cs.connect(datetime.now(UTC))
+        except Exception as err:  # refused: advance() retries with back-off
+            _print_event(datetime.now(UTC), station.id, "ocpp.connect_failed",
+                         {"url": url, "error": f"{type(err).__name__}: {err}"})
         k = 0
         while not stop.is_set():
             elapsed = time.monotonic() - t0
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration-s", type=float, default=None)
     ap.add_argument("--ca-file", default=None,
                     help="PEM CA trusted for the CSMS's certificate (wss:// URL)")
+    ap.add_argument("--bench-start", default=None, type=datetime.fromisoformat,
+                    help="ISO time the station's fault offsets count from (default: now)")
     args = ap.parse_args(argv)
     station = BenchStation.model_validate_json(args.station)
     plugs = [Plug.model_validate(p) for p in json.loads(args.plugs)]
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_station(args.url, station, plugs, voltage_v=args.voltage_v,
                           step_s=args.step_s, duration_s=args.duration_s, stop=stop,
-                          tls_ca_file=args.ca_file)
+                          tls_ca_file=args.ca_file, bench_start=args.bench_start)
 
     asyncio.run(go())
     return 0

@@ -2,7 +2,8 @@
 
 ``migrid run [SCENARIO]`` runs a scenario in the lock-step twin (the flagship
 ``scenarios/caltech_week.yaml`` when none is given), writes its run folder and prints its
-KPIs; ``migrid bench BENCH`` runs a bench on the wall clock (:mod:`hil`); ``migrid data
+KPIs; ``migrid bench BENCH`` runs a bench on the wall clock (:mod:`hil`); ``migrid replay
+RUN_DIR`` turns a field run into a scenario (:mod:`twin.replay`); ``migrid data
 fetch|list`` manage the public data sets.
 """
 
@@ -289,6 +290,32 @@ def bench_command(
     code = bench_main(bench, out, duration_s, runs_root, verbose=verbose, console=console)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("replay")
+def replay_command(
+    run_dir: Annotated[Path, typer.Argument(help="Field run folder written by migrid bench.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the scenario and its CSV files.")
+    ] = Path("scenarios/replay"),
+) -> None:
+    """Turn a recorded bench session into a scenario for `migrid run` (a regression case).
+
+    Writes <out>/<run folder>-replay.yaml with the recorded sessions and the measured
+    non-EV load as CSV files beside it (rules: twin/replay.py); prints the scenario path
+    and a summary. Exit 2 when the folder is not a finished field run.
+    """
+    from twin.replay import replay_with_summary, summarize
+
+    try:
+        summary = replay_with_summary(run_dir, out)
+    except ScenarioError as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"scenario: {summary.scenario}", highlight=False)
+    console.print(summarize(summary), highlight=False)
+    for note in summary.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
 
 
 @data_app.command("fetch")

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from controllers.exchange import ExchangeHook
 from controllers.grid_signal import GridInterval, GridResponse, GridSignal, grid_signal
 from controllers.ven.client import Ven
 from controllers.ven.config import VenConfig
@@ -110,12 +111,19 @@ class GridSide:
         step_s: control step [s] (the VEN's polling interval).
         seed: run seed (``randomizeStart`` draws).
         on_event: run-folder event sink.
+        on_exchange: the VEN's exchange hook (every OpenADR request and notification,
+            :mod:`controllers.exchange`; None: not recorded).
+        perf_counter: clock for the exchanges' ``duration_ms``.
     """
 
     def __init__(
-        self, grid: Grid, start: datetime, step_s: float, seed: int, on_event: EventSink
+        self, grid: Grid, start: datetime, step_s: float, seed: int, on_event: EventSink,
+        *, on_exchange: ExchangeHook | None = None,
+        perf_counter: Callable[[], float] | None = None,
     ) -> None:
         self.grid = grid
+        self._on_exchange = on_exchange
+        self._perf_counter = perf_counter
         self.on_event = on_event
         self.seed = seed
         self.step_s = step_s
@@ -199,10 +207,14 @@ class GridSide:
                 client_secret=self._secret,
                 ven_name=self.grid.ven_name,
                 notification="poll",
-                poll_interval_s=self.step_s,
+                # every step: 0.9 x step so that a wall-clock step arriving a little
+                # early (the bench) does not skip a poll; lock-step steps are exact
+                poll_interval_s=0.9 * self.step_s,
                 resources=[{"name": SITE_RESOURCE}],
             ),
             on_event=self._ven_event,
+            on_exchange=self._on_exchange,
+            perf_counter=self._perf_counter,
         )
         await self.ven.start(now)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,8 +19,9 @@ from twin import data_cache
 from twin.inputs.acn_sessions import load_acn_sessions
 from twin.inputs.ev_specs import load_ev_specs
 from twin.inputs.prices import load_ercot_dam_spp, load_nl_day_ahead, price_at
+from twin.inputs.recorded import load_recorded_sessions, plan_recorded
 from twin.price_signal import align_times
-from twin.scenario import Scenario
+from twin.scenario import STATION_KINDS, Scenario
 from twin.session_plan import EvModel, SessionPlan, plan_sessions
 
 
@@ -110,6 +112,8 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
     """
     data_cache.ensure(scenario.datasets, progress=progress)
     run = scenario.run
+    if scenario.sessions.dataset == "recorded":
+        return _recorded_inputs(scenario)
     site: Literal["caltech", "jpl"] = (
         "caltech" if scenario.sessions.dataset == "acn_caltech" else "jpl"
     )
@@ -140,11 +144,37 @@ def resolve_inputs(scenario: Scenario, *, progress: Any = None) -> RunInputs:
         charge_efficiency=scenario.vehicles.charge_efficiency,
         station_map=dict(scenario.sessions.station_map),
     )
+    return _with_prices(scenario, plan)
+
+
+def _with_prices(scenario: Scenario, plan: SessionPlan) -> RunInputs:
     priced = step_price_series(scenario)
     sources = {name: data_cache.manifest(name) for name in scenario.datasets}
+    files = {"sessions": scenario.sessions.file, "base_load": scenario.site.base_load.file}
+    for what, path in files.items():
+        if path is not None:  # recorded field-day files: path and checksum
+            sources[f"{what}_file"] = {"path": path, "sha256": data_cache.sha256_file(Path(path))}
     return RunInputs(
         plan=plan,
         price_per_mwh=priced[0] if priced else None,
         currency=priced[1] if priced else None,
         sources=sources,
     )
+
+
+def _recorded_inputs(scenario: Scenario) -> RunInputs:
+    """Inputs of a run on recorded sessions (``sessions.dataset: recorded``)."""
+    assert scenario.sessions.file is not None
+    ratings = {
+        f"{sid}/{e}": STATION_KINDS[group.kind][1]
+        for group in scenario.stations for sid in group.station_ids()
+        for e in range(1, group.evses + 1)
+    }
+    vc = scenario.vehicles
+    plan = plan_recorded(
+        load_recorded_sessions(scenario.sessions.file), ratings,
+        start=scenario.run.start, end=scenario.run.end, target_soc=vc.target_soc,
+        min_arrival_soc=vc.min_arrival_soc, charge_efficiency=vc.charge_efficiency,
+        taper_knee_soc=vc.taper_knee_soc,
+    )
+    return _with_prices(scenario, plan)

@@ -47,6 +47,7 @@ from twin.kpis_site import SiteKpiInputs, site_kpis
 from twin.recorder import EventWriter, TraceWriter
 from twin.run_inputs import RunInputs
 from twin.scenario import STATION_KINDS, Scenario
+from twin.scenario_faults import station_faults
 from twin.session_plan import PlannedSession
 from twin.site_runtime import SiteSide, worst_case_non_ev_kw
 
@@ -84,7 +85,7 @@ def station_specs(scenario: Scenario) -> list[StationSpec]:
     index = 0
     for group in scenario.stations:
         current_kind, power_kw = STATION_KINDS[group.kind]
-        for n in range(1, group.count + 1):
+        for station_id in group.station_ids():
             rotation = PHASE_ROTATIONS[index % 3]
             index += 1
             evses = tuple(
@@ -100,7 +101,7 @@ def station_specs(scenario: Scenario) -> list[StationSpec]:
             )
             specs.append(
                 StationSpec(
-                    station_id=f"{group.prefix}{n:03d}",
+                    station_id=station_id,
                     ocpp_version=group.ocpp_version,
                     evses=evses,
                     meter_interval_s=group.meter_interval_s,
@@ -138,6 +139,10 @@ def csms_config(scenario: Scenario, specs: Sequence[StationSpec]) -> CsmsConfig:
         },
         response_timeout_s=scenario.run.ocpp_response_timeout_s,
         record_frames=scenario.run.record_frames,
+        # a meter value judges a set-point once it covers a whole interval under it
+        profile_violation_grace_s=float(
+            max([scenario.run.step_s, *(g.meter_interval_s for g in scenario.stations)])
+        ),
     )
 
 
@@ -334,6 +339,7 @@ class LockStepRuntime:
                 record_frames=run.record_frames,
                 seed=int(np.random.default_rng([run.seed, i]).integers(2**31)),
                 response_timeout_s=run.ocpp_response_timeout_s,
+                faults=station_faults(sc.faults, spec.station_id),
             )
         self._endpoints = [self._csms, *self._stations.values()]
         import_kw = np.zeros(steps)

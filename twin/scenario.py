@@ -18,11 +18,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from twin.scenario_faults import StationFault
 from twin.scenario_grid import Grid
 from twin.scenario_site import SiteDevices
 from twin.scenario_time import UtcDatetime
@@ -36,26 +39,65 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def resolve_file(value: str | None, info: ValidationInfo) -> str | None:
+    """A data file path made absolute against the scenario file's folder.
+
+    The folder comes from the validation context (``base_dir``, set by
+    :func:`load_scenario`); without it a relative path is taken from the working folder.
+    """
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir")
+        path = Path(base) / path if base is not None else path
+    return str(path.resolve())
+
+
 class BaseLoad(_Model):
     """Non-EV base load of the site (building, lighting), measured by the site meter.
 
     ``constant``: ``power_kw`` all the time. ``daily_profile``: 24 hourly values in kW
-    on the site's local clock (``timezone``), hour 0 first.
+    on the site's local clock (``timezone``), hour 0 first. ``series``: a measured
+    series in ``file`` (CSV or Parquet with columns ``time``, ``power_kw``; see
+    :mod:`twin.inputs.recorded`), relative to the scenario file's folder (stored
+    resolved): each value holds from its time until the next one (piecewise constant);
+    before the first and after the last time the nearest edge value holds.
     """
 
-    kind: Literal["constant", "daily_profile"] = "constant"
+    kind: Literal["constant", "daily_profile", "series"] = "constant"
     power_kw: float = Field(0.0, ge=0)
     hourly_kw: list[Annotated[float, Field(ge=0)]] | None = None
     timezone: str = "UTC"
+    file: str | None = None
+    _series: Any = PrivateAttr(default=None)
+
+    @field_validator("file")
+    @classmethod
+    def _series_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        path = resolve_file(value, info)
+        if path is not None:
+            from twin.inputs.recorded import load_base_load_series
+
+            load_base_load_series(path)
+        return path
 
     @model_validator(mode="after")
     def _profile_shape(self) -> BaseLoad:
         if self.kind == "daily_profile" and (self.hourly_kw is None or len(self.hourly_kw) != 24):
             raise ValueError("daily_profile needs hourly_kw with 24 values")
+        if (self.kind == "series") != (self.file is not None):
+            raise ValueError("file goes with kind series, and series needs a file")
+        if self.file is not None:
+            from twin.inputs.recorded import load_base_load_series
+
+            self._series = load_base_load_series(self.file)  # cached: read once
         return self
 
     def power_kw_at(self, t: datetime) -> float:
         """Base load [kW] in force at ``t`` (tz-aware)."""
+        if self._series is not None:
+            return float(self._series.at(t))
         if self.kind == "constant" or self.hourly_kw is None:
             return self.power_kw
         from zoneinfo import ZoneInfo
@@ -65,6 +107,8 @@ class BaseLoad(_Model):
     @property
     def peak_kw(self) -> float:
         """Largest value the profile can take [kW]."""
+        if self._series is not None:
+            return float(self._series.peak_kw)
         return max(self.hourly_kw) if self.hourly_kw else self.power_kw
 
 
@@ -100,16 +144,42 @@ class StationGroup(_Model):
     """A group of identical charging stations.
 
     ``count`` stations named ``{prefix}{n:03d}`` each with ``evses`` EVSEs of one
-    connector. Single-phase vehicles on AC EVSEs are spread over the site phases by
-    rotating the EVSEs' ``phaseRotation`` (RST, STR, TRS) in station order.
+    connector; or, with ``ids``, stations with these ids (field ids such as
+    ``BENCH-AC-01``; ``count`` is then their number). Single-phase vehicles on AC EVSEs
+    are spread over the site phases by rotating the EVSEs' ``phaseRotation`` (RST, STR,
+    TRS) in station order. :meth:`station_ids` is the one place that names them.
     """
 
     prefix: str = Field("CS", pattern=r"^[A-Za-z0-9_-]{1,16}$")
     count: int = Field(1, ge=1, le=5000)
+    ids: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")]] | None = Field(
+        None, min_length=1, max_length=5000)
     kind: StationKind = "ac_22kw"
     evses: int = Field(1, ge=1, le=8)
     ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
     meter_interval_s: int = Field(60, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_of_ids(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("ids"), list):
+            if "count" in data and data["count"] != len(data["ids"]):
+                raise ValueError(f"count {data['count']} but {len(data['ids'])} ids")
+            data = {**data, "count": len(data["ids"])}
+        return data
+
+    @field_validator("ids")
+    @classmethod
+    def _distinct_ids(cls, ids: list[str] | None) -> list[str] | None:
+        if ids is not None and len(set(ids)) != len(ids):
+            raise ValueError("station ids must be distinct")
+        return ids
+
+    def station_ids(self) -> list[str]:
+        """The group's station ids in order: ``ids``, else ``{prefix}{n:03d}``."""
+        if self.ids is not None:
+            return list(self.ids)
+        return [f"{self.prefix}{n:03d}" for n in range(1, self.count + 1)]
 
 
 class Sessions(_Model):
@@ -130,12 +200,37 @@ class Sessions(_Model):
     ``stack_days`` > 1 replays the sessions of that many consecutive days from the run
     start all within the run window, day d shifted back by d days: real arrival patterns
     for a depot larger than the recorded one (used by the benchmarks).
+
+    ``recorded``: the sessions of a field day in ``file`` (CSV or Parquet, columns in
+    :mod:`twin.inputs.recorded`; written by ``migrid replay``), relative to the scenario
+    file's folder (stored resolved). Each is replayed on its own EVSE (``evse`` must be
+    one of the scenario's; no reassignment, a second arrival at a busy EVSE is refused);
+    the vehicle comes from the recorded fields (:func:`twin.inputs.recorded.plan_recorded`
+    for the defaults), not from ``vehicles``' models; ``station_map``, ``stack_days`` and
+    ``replay_from`` do not apply.
     """
 
-    dataset: Literal["acn_caltech", "acn_jpl"] = "acn_caltech"
+    dataset: Literal["acn_caltech", "acn_jpl", "recorded"] = "acn_caltech"
+    file: str | None = None
     station_map: dict[str, str] = Field(default_factory=dict)
     stack_days: int = Field(1, ge=1, le=366)
     replay_from: UtcDatetime | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _sessions_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        path = resolve_file(value, info)
+        if path is not None:
+            from twin.inputs.recorded import load_recorded_sessions
+
+            load_recorded_sessions(path)
+        return path
+
+    @model_validator(mode="after")
+    def _recorded_file(self) -> Sessions:
+        if (self.dataset == "recorded") != (self.file is not None):
+            raise ValueError("file goes with dataset recorded, and recorded needs a file")
+        return self
 
 
 class FleetModel(_Model):
@@ -272,13 +367,28 @@ class Scenario(_Model):
     grid: Grid | None = None
     run: Run
     assertions: list[Assertion] = Field(default_factory=list)
+    faults: list[StationFault] = Field(default_factory=list)  # see twin.scenario_faults
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_stations(
+        cls, faults: list[StationFault], info: ValidationInfo
+    ) -> list[StationFault]:
+        known = {sid for g in info.data.get("stations") or [] for sid in g.station_ids()}
+        bad = sorted({f.station for f in faults} - known)
+        if bad:
+            raise ValueError(f"faults name unknown stations: {', '.join(bad)}")
+        return faults
 
     @field_validator("stations")
     @classmethod
     def _unique_prefixes(cls, groups: list[StationGroup]) -> list[StationGroup]:
-        prefixes = [g.prefix for g in groups]
+        prefixes = [g.prefix for g in groups if g.ids is None]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("station groups need distinct prefixes")
+        ids = [sid for g in groups for sid in g.station_ids()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("station ids must be distinct across groups")
         return groups
 
     @model_validator(mode="after")
@@ -287,21 +397,30 @@ class Scenario(_Model):
         bad = sorted(v for v in self.sessions.station_map.values() if v not in known)
         if bad:
             raise ValueError(f"sessions.station_map names unknown EVSEs: {', '.join(bad)}")
+        if self.sessions.file is not None:
+            from twin.inputs.recorded import load_recorded_sessions
+
+            evses = load_recorded_sessions(self.sessions.file)["evse"]
+            unknown = sorted(set(evses) - known)
+            if unknown:
+                raise ValueError(f"sessions.file names EVSEs not in stations: "
+                                 f"{', '.join(unknown)}")
         return self
 
     def evse_layout(self) -> list[tuple[str, list[int]]]:
         """Station ids in order with their EVSE ids."""
         out = []
         for group in self.stations:
-            for n in range(1, group.count + 1):
-                out.append((f"{group.prefix}{n:03d}", list(range(1, group.evses + 1))))
+            for sid in group.station_ids():
+                out.append((sid, list(range(1, group.evses + 1))))
         return out
 
     @property
     def datasets(self) -> list[str]:
         """Names of the public data sets this scenario needs."""
-        names: list[str] = [self.sessions.dataset]
-        if self.vehicles.fleet is None:
+        recorded = self.sessions.dataset == "recorded"  # a file, not a public data set
+        names: list[str] = [] if recorded else [self.sessions.dataset]
+        if self.vehicles.fleet is None and not recorded:
             names.append(self.vehicles.dataset)
         if self.prices is not None:
             names.append(self.prices.dataset)
@@ -319,8 +438,13 @@ def format_errors(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+def parse_scenario(
+    data: Any, source: str = "<scenario>", base_dir: str | Path | None = None
+) -> Scenario:
     """Validate a mapping (parsed YAML) as a :class:`Scenario`.
+
+    ``base_dir``: folder that relative data-file paths (``sessions.file``,
+    ``site.base_load.file``) are resolved against (default: the working folder).
 
     Raises:
         ScenarioError: with one ``path: reason`` line per bad field.
@@ -328,7 +452,8 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping, got {type(data).__name__}")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(
+            data, context={"base_dir": str(base_dir) if base_dir is not None else None})
     except ValidationError as err:
         raise ScenarioError(f"{source}: invalid scenario\n{format_errors(err)}") from None
 
@@ -339,7 +464,7 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ScenarioError: file missing, YAML syntax error (with line), or invalid fields.
     """
-    return parse_scenario(read_yaml(path, "scenario"), str(path))
+    return parse_scenario(read_yaml(path, "scenario"), str(path), Path(path).parent)
 
 
 def read_yaml(path: str | Path, what: str = "file") -> Any:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from controllers.exchange import Exchange
 from controllers.grid_signal import GridSignal
 from controllers.site_control import BessLimits, SiteControlConfig, SiteDecision
 from controllers.site_energy import EvLoadManager, MeterSign, SiteEnergyController, TransformerNodes
@@ -25,6 +27,8 @@ from twin.scenario_site import ModbusDevice, SiteDevices
 from twin.site_plant import TRANSFORMER_NODES, PlantTruth, SitePlant
 
 EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
+DeviceExchangeHook = Callable[[str, Exchange], None]
+"""``(device name, exchange)``: ``meter``, ``pv``, ``bess`` or ``transformer``."""
 
 Row = tuple[str, str, float, str]
 
@@ -73,7 +77,11 @@ def worst_case_non_ev_kw(scenario: Scenario) -> float:
     return peak
 
 
-def _sunspec_client(dev: ModbusDevice, port: int | None) -> SunSpecClient:
+def _sunspec_client(
+    dev: ModbusDevice, port: int | None, name: str = "",
+    on_exchange: DeviceExchangeHook | None = None,
+    perf_counter: Callable[[], float] | None = None,
+) -> SunSpecClient:
     """A client at the device's physical address, or at its emulator's loopback port."""
     if dev.binding == "physical":
         assert dev.host is not None and dev.port is not None
@@ -83,7 +91,9 @@ def _sunspec_client(dev: ModbusDevice, port: int | None) -> SunSpecClient:
         host, p = "127.0.0.1", port
     bases = (dev.base,) if dev.base is not None else (40000, 0, 50000)
     return SunSpecClient(host, p, device_id=dev.unit, bases=bases, timeout_s=dev.timeout_s,
-                         backoff=Backoff())
+                         backoff=Backoff(),
+                         on_exchange=partial(on_exchange, name) if on_exchange else None,
+                         perf_counter=perf_counter)
 
 
 def site_controller(
@@ -92,6 +102,8 @@ def site_controller(
     ports: Mapping[str, int],
     plant_endpoint: str | None,
     on_event: Callable[[str, str, dict[str, Any]], None],
+    on_exchange: DeviceExchangeHook | None = None,
+    perf_counter: Callable[[], float] | None = None,
 ) -> SiteEnergyController:
     """The site energy controller, given endpoints only (physical or emulated).
 
@@ -101,6 +113,9 @@ def site_controller(
         ports: loopback ports of the emulated SunSpec devices by name.
         plant_endpoint: the emulated transformer's OPC UA endpoint (None without one).
         on_event: ``(source, kind, payload)`` sink.
+        on_exchange: ``(device name, exchange)`` for every Modbus and OPC UA exchange of
+            the controller's clients (:mod:`controllers.exchange`; None: not recorded).
+        perf_counter: clock for the exchanges' ``duration_ms``.
     """
     transformer = None
     nodes = None
@@ -111,14 +126,19 @@ def site_controller(
         else:
             assert plant_endpoint is not None
             nodes, endpoint = TransformerNodes(**TRANSFORMER_NODES), plant_endpoint
-        transformer = OpcUaClient(endpoint, nodes.all(), limit_node_id=nodes.limit_kw,
-                                  subscribe=False, backoff=Backoff())
+        transformer = OpcUaClient(
+            endpoint, nodes.all(), limit_node_id=nodes.limit_kw, subscribe=False,
+            backoff=Backoff(),
+            on_exchange=partial(on_exchange, "transformer") if on_exchange else None,
+            perf_counter=perf_counter)
     d = devices
+    x = (on_exchange, perf_counter)
     return SiteEnergyController(
         control_config(scenario, d),
-        meter=_sunspec_client(d.meter, ports.get("meter")),
-        pv=_sunspec_client(d.pv, ports.get("pv")) if d.pv is not None else None,
-        bess=_sunspec_client(d.bess, ports.get("bess")) if d.bess is not None else None,
+        meter=_sunspec_client(d.meter, ports.get("meter"), "meter", *x),
+        pv=_sunspec_client(d.pv, ports.get("pv"), "pv", *x) if d.pv is not None else None,
+        bess=_sunspec_client(d.bess, ports.get("bess"), "bess", *x) if d.bess is not None
+        else None,
         transformer=transformer,
         transformer_nodes=nodes,
         pv_rated_kw=d.pv.rated_kw if d.pv is not None else None,

@@ -124,6 +124,15 @@ class CsmsConfig(BaseModel):
             phase] installed at boot; none when absent.
         allowed_id_tokens: id tokens accepted by Authorize/TransactionEvent; empty =
             accept all.
+        clock_skew_tolerance_s: a station timestamp further than this from the CSMS's
+            ``now`` [s] flags the station's clock as skewed (``station.clock_skew``); its
+            meter values are then timed by the CSMS's receive time.
+        profile_violation_grace_s: a meter value counts against a set-point only when it
+            was taken at least this long after the set-point was sent [s]: one meter
+            interval plus the response time of the station.
+        profile_violation_tolerance_kw / profile_violation_tolerance_share: an EVSE
+            violates its set-point when it draws more than the set-point's power plus
+            ``max(tolerance_kw, share x set-point power)`` [kW, 0..1].
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -140,6 +149,10 @@ class CsmsConfig(BaseModel):
     unknown_evse_max_current_a: float = Field(default=32.0, gt=0)
     station_max_current_a: dict[str, float] = {}
     allowed_id_tokens: list[str] = []
+    clock_skew_tolerance_s: float = Field(default=60.0, gt=0)
+    profile_violation_grace_s: float = Field(default=60.0, ge=0)
+    profile_violation_tolerance_kw: float = Field(default=1.0, ge=0)
+    profile_violation_tolerance_share: float = Field(default=0.1, ge=0)
 
     @model_validator(mode="after")
     def _one_password_store(self) -> "CsmsConfig":

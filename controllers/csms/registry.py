@@ -133,6 +133,10 @@ class StationRecord:
         last_seen: CSMS time of the last frame received.
         booted_at: CSMS time of the last BootNotification.
         default_profile_status: answer to the TxDefaultProfile sent after boot.
+        unresponsive_since: CSMS time of the first unanswered request (response timeout)
+            since the last answered one; None while the station answers.
+        clock_skew_s: offset of the station's clock from the CSMS's [s] while it is
+            beyond ``clock_skew_tolerance_s``; None while within.
         evses: per EVSE id (0 = the station itself in 1.6 StatusNotification).
     """
 
@@ -147,6 +151,8 @@ class StationRecord:
     connected_at: datetime | None = None
     booted_at: datetime | None = None
     default_profile_status: str | None = None
+    unresponsive_since: datetime | None = None
+    clock_skew_s: float | None = None
     evses: dict[int, EvseRecord] = field(default_factory=dict)
 
     def evse(self, evse_id: int) -> EvseRecord:

@@ -323,6 +323,12 @@ class Csms:
         was not accepted (Rejected, CALLERROR, timeout) counts as worst case (its maximum
         reserved) until one is accepted, and is sent again at every step.
 
+        Break before make: the set-points that go up are sent only once every set-point
+        that goes down in the same step has been accepted; if one is not (an unresponsive
+        or lost station), the increases are held (``dlm.increase_held``) and decided again
+        at the next step, so a station that fails to shed never leaves the site over its
+        limit because another was raised into the capacity it should have freed.
+
         Profile compliance: a meter value taken at least ``profile_violation_grace_s``
         after the set-point was sent (one meter interval plus the response time), of an
         EVSE whose set-point was accepted, is compared with the set-point; drawing more
@@ -344,6 +350,7 @@ class Csms:
         )
         self._last = result
         batches: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
+        raises: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
         for evse in inputs:
             key = evse.key
             station_id, evse_id = key
@@ -369,15 +376,22 @@ class Csms:
                         "reason": allocation.reason,
                     },
                 )
+            item = (evse_id, tx.transaction_id, new, allocation.unit)
+            if new > old + _CHANGE_EPS:  # sent once every decrease of the step is applied
+                raises.setdefault(station_id, []).append(item)
+                continue
             self._setpoints[key] = new
             self._setpoint_since[key] = now
             self._uncontrolled.add(key)  # until the station accepts it
-            batches.setdefault(station_id, []).append(
-                (evse_id, tx.transaction_id, new, allocation.unit)
-            )
+            batches.setdefault(station_id, []).append(item)
+        failed: list[str] = []
+        sends: list[asyncio.Task[None]] = []
         for station_id, batch in sorted(batches.items()):
             self._sending.add(station_id)
-            self.spawn(station_id, self._send_batch(station_id, batch))
+            sends.append(self._spawn_task(station_id, self._send_batch(station_id, batch, failed)))
+        if raises:
+            self._sending.update(raises)
+            self._spawn_task("", self._send_raises(now, sends, failed, raises))
 
     def _profile_check(self, evse: EvseInput, now: datetime) -> EvseInput:
         """Judge the EVSE's latest meter value against its set-point (see :meth:`step`)."""
@@ -583,13 +597,52 @@ class Csms:
             **common,
         )
 
-    async def _send_batch(
-        self, station_id: str, batch: list[tuple[int, str, float, RateUnit]]
+    async def _send_raises(
+        self,
+        now: datetime,
+        sends: list[asyncio.Task[None]],
+        failed: list[str],
+        raises: dict[str, list[tuple[int, str, float, RateUnit]]],
     ) -> None:
+        """Send the step's increases once all its decreases are applied (break before make).
+
+        A decrease that is not applied (timeout, CALLERROR, rejected, link lost) holds the
+        increases back (``dlm.increase_held``): the capacity they would use is not free.
+        They are decided again at the next step, where the failed EVSE counts as worst case.
+        """
+        done = await asyncio.gather(*sends, return_exceptions=True)
+        if failed or any(isinstance(d, BaseException) for d in done):
+            for station_id in raises:
+                self._sending.discard(station_id)
+            logger.warning("increases held: decreases not applied at %s", sorted(set(failed)))
+            self.emit(
+                "dlm",
+                "dlm.increase_held",
+                {"stations": sorted(raises), "failed": sorted(set(failed))},
+            )
+            return
+        tasks = []
+        for station_id, batch in sorted(raises.items()):
+            for evse_id, _, value, _ in batch:
+                key = (station_id, evse_id)
+                self._setpoints[key] = value
+                self._setpoint_since[key] = now
+                self._uncontrolled.add(key)
+            tasks.append(self._spawn_task(station_id, self._send_batch(station_id, batch, [])))
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send_batch(
+        self,
+        station_id: str,
+        batch: list[tuple[int, str, float, RateUnit]],
+        failed: list[str],
+    ) -> None:
+        """Send the TxProfiles of one station in order; note it in ``failed`` if one fails."""
         try:
             for evse_id, transaction_id, value, unit in batch:
                 link = self._links.get(station_id)
                 if link is None:
+                    failed.append(station_id)
                     return
                 try:
                     status = await link.send_tx_profile(evse_id, transaction_id, value, unit)
@@ -598,6 +651,7 @@ class Csms:
                 if status == "Accepted":
                     self._uncontrolled.discard((station_id, evse_id))
                     continue
+                failed.append(station_id)
                 logger.warning(
                     "station %s EVSE %d: TxProfile %.1f %s not applied: %s",
                     station_id,
@@ -637,6 +691,12 @@ class Csms:
 
     def spawn(self, station_id: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task tracked by :meth:`drain`, cancelled on disconnect."""
+        self._spawn_task(station_id, coro)
+
+    def _spawn_task(
+        self, station_id: str, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        """:meth:`spawn` returning the task."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         self._station_tasks.setdefault(station_id, set()).add(task)
@@ -650,6 +710,7 @@ class Csms:
             self._update_idle()
 
         task.add_done_callback(done)
+        return task
 
     def perf(self) -> float | None:
         """The injected performance counter [s], or None."""

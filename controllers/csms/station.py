@@ -9,6 +9,29 @@ follow a reply (the TxDefaultProfile after BootNotification) as tracked tasks af
 reply is sent. Never ``await self.call`` inside an ``@on`` handler: the receive loop
 waits for the handler, so the call would wait for its full timeout.
 
+Faulty stations (the reactions tested with the emulator's injected faults,
+:mod:`devices.charging_station.faults`):
+
+- malformed frame (not JSON, not an RPC frame, unknown MessageTypeId, a CALL whose
+  payload violates its schema): the CALLERROR of :mod:`controllers.csms.rpc` (OCPP-J 1.6
+  §4.2.3, OCPP 2.0.1 Part 4 §4.2.3 / §4.3) and a ``station.malformed_frame`` event
+  (station, reason, code). Rule: the connection is kept open; the CALLERROR is the
+  protocol's answer and a bad frame carries nothing the DLM relies on. A malformed or
+  unexpected *response* is dropped (never answered, OCPP-J) and reported the same way.
+- no reply within ``response_timeout_s``: the request fails with ``Timeout`` (only that
+  station's task waits; other stations go on), ``station.unresponsive`` (station,
+  action, timeout_s) is emitted once until a request is answered again
+  (``station.responsive``); a reply arriving after the timeout is dropped
+  (``station.late_reply``).
+- clock skew: a station timestamp more than ``clock_skew_tolerance_s`` from the CSMS's
+  ``now`` emits ``station.clock_skew`` (station, offset_s) once, and from then on that
+  station's meter values are timed by the CSMS's receive time (so they are neither
+  stale nor in the future); ``station.clock_skew_cleared`` when a timestamp is within the
+  tolerance again. Timestamps that may legitimately be old (2.0.1 TransactionEvent with
+  ``offline`` true, 1.6 MeterValues/StopTransaction, which a station queues while
+  offline) count when they lie in the future, or in the past but after the current
+  connection was opened (a queued message is older than the connection that brings it).
+
 :class:`Station201` and :class:`Station16` hold the handlers; their state goes to the
 :class:`~controllers.csms.registry.Registry` of the :class:`StationHost` (the CSMS).
 """
@@ -35,7 +58,7 @@ from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import ConnectionClosed
 
 from controllers.csms.config import CsmsConfig
-from controllers.csms.meter import parse_meter_values, parse_timestamp
+from controllers.csms.meter import MeterReading, parse_meter_values, parse_timestamp
 from controllers.csms.profiles import (
     DC_TX_DEFAULT_PROFILE_BASE,
     STATION_MAX_PROFILE_ID,
@@ -149,6 +172,7 @@ class StationLink:
         self._known_actions = known_actions
         self._post_reply: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._outstanding: dict[str, float | None] = {}
+        self._timed_out: set[str] = set()
         counter = itertools.count(1)
         self._unique_id_generator = counter.__next__
 
@@ -171,14 +195,23 @@ class StationLink:
             self._post_reply.clear()
             host.handler_finished()
 
+    def _malformed(self, reason: str, code: str | None) -> None:
+        """Report a malformed frame of this station (the connection stays open)."""
+        logger.warning("station %s: malformed frame: %s (%s)", self.id, reason, code)
+        self.host.emit(
+            "csms", "station.malformed_frame", {"station": self.id, "reason": reason, "code": code}
+        )
+
     async def _route(self, raw_msg: str | bytes) -> None:
         codes = CODES[self.version]
         try:
             frame = json.loads(raw_msg)
         except ValueError:
+            self._malformed("not JSON", codes.frame)
             await self._reply_error("-1", codes.frame, "Message is not valid JSON")
             return
         if not isinstance(frame, list) or not frame or type(frame[0]) is not int:
+            self._malformed("not an RPC frame", codes.frame)
             await self._reply_error("-1", codes.frame, "Message is not [MessageTypeId, ...]")
             return
         type_id = frame[0]
@@ -186,6 +219,7 @@ class StationLink:
         if type_id == Call.message_type_id:
             if unique_id is None or len(frame) != 4 or not isinstance(frame[2], str):
                 description = "CALL must be [2, messageId, action, payload]"
+                self._malformed("malformed CALL", codes.frame)
                 await self._reply_error(unique_id or "-1", codes.frame, description)
                 return
             await self._dispatch_call(Call(unique_id, frame[2], frame[3]))
@@ -193,6 +227,7 @@ class StationLink:
             self._route_response(frame, unique_id)
         else:
             description = f"MessageTypeId {type_id} is not supported"
+            self._malformed(f"MessageTypeId {type_id}", codes.message_type)
             await self._reply_error(unique_id or "-1", codes.message_type, description)
 
     async def _dispatch_call(self, msg: Call) -> None:
@@ -208,18 +243,24 @@ class StationLink:
             await self._handle_call(msg)
         except OCPPError as exc:
             cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
-            await self._reply_error(
-                msg.unique_id, error_code(exc, self.version), str(cause or exc.description)
-            )
+            code = error_code(exc, self.version)
+            self._malformed(f"{msg.action} payload violates its schema", code)
+            await self._reply_error(msg.unique_id, code, str(cause or exc.description))
 
     def _route_response(self, frame: list[Any], unique_id: str | None) -> None:
         valid = unique_id is not None and (
             (frame[0] == CallResult.message_type_id and len(frame) == 3)
             or (frame[0] == CallError.message_type_id and len(frame) in (4, 5))
         )
+        if valid and unique_id in self._timed_out:  # answered after the timeout: dropped
+            self._timed_out.discard(unique_id)
+            logger.info("station %s: late reply to %s dropped", self.id, unique_id)
+            self.host.emit("csms", "station.late_reply", {"station": self.id,
+                                                          "message_id": unique_id})
+            return
         if not valid or unique_id not in self._outstanding:
             # never answer a response with a CALLERROR (OCPP-J); drop it
-            logger.warning("station %s: unexpected or malformed response %.200r", self.id, frame)
+            self._malformed("unexpected or malformed response", None)
             return
         assert unique_id is not None
         started = self._outstanding.pop(unique_id)
@@ -278,13 +319,87 @@ class StationLink:
                 ``Closed`` when the connection is gone.
         """
         try:
-            return await self.call(payload, suppress=False)
+            result = await self.call(payload, suppress=False)
         except OCPPError as exc:
+            self._answered()
             raise CommandError(str(exc.code), str(exc.description)) from exc
         except TimeoutError as exc:
+            self._timed_out.update(self._outstanding)  # a late reply is dropped, not taken
+            self._outstanding.clear()  # for the reply to the next request
+            self._unanswered(type(payload).__name__)
             raise CommandError("Timeout") from exc
         except ConnectionClosed as exc:
             raise CommandError("Closed") from exc
+        self._answered()
+        return result
+
+    def _unanswered(self, action: str) -> None:
+        host = self.host
+        station = host.registry.station(self.id)
+        if station.unresponsive_since is None:
+            station.unresponsive_since = host.now
+            timeout_s = host.config.response_timeout_s
+            logger.warning("station %s: no reply to %s in %.1f s", self.id, action, timeout_s)
+            host.emit(
+                "csms",
+                "station.unresponsive",
+                {"station": self.id, "action": action, "timeout_s": timeout_s},
+            )
+
+    def _answered(self) -> None:
+        host = self.host
+        station = host.registry.station(self.id)
+        if station.unresponsive_since is not None:
+            since = station.unresponsive_since
+            station.unresponsive_since = None
+            host.emit(
+                "csms",
+                "station.responsive",
+                {"station": self.id, "unresponsive_s": (host.now - since).total_seconds()},
+            )
+
+    def station_time(self, value: object, *, may_be_queued: bool = False) -> datetime | None:
+        """A timestamp sent by the station, checked against the CSMS clock.
+
+        Returns the time to use for a measurement: the station's timestamp, or None (use
+        the receive time) while the station's clock is flagged as skewed (see the module
+        docstring). ``may_be_queued``: the message may have been queued offline, so a
+        timestamp in the past and before the current connection was opened proves
+        nothing.
+        """
+        ts = parse_timestamp(value)
+        host = self.host
+        station = host.registry.station(self.id)
+        if ts is not None:
+            offset = (ts - host.now).total_seconds()
+            tolerance = host.config.clock_skew_tolerance_s
+            # a message queued offline is older than the connection that brought it
+            connected = station.connected_at
+            queued = may_be_queued and (connected is None or ts < connected)
+            if offset > tolerance or (offset < -tolerance and not queued):
+                if station.clock_skew_s is None:
+                    logger.warning("station %s: clock off by %.0f s", self.id, offset)
+                    host.emit(
+                        "csms",
+                        "station.clock_skew",
+                        {"station": self.id, "offset_s": offset, "tolerance_s": tolerance},
+                    )
+                station.clock_skew_s = offset
+            elif abs(offset) <= tolerance and station.clock_skew_s is not None:
+                station.clock_skew_s = None
+                host.emit(
+                    "csms", "station.clock_skew_cleared", {"station": self.id, "offset_s": offset}
+                )
+        return None if station.clock_skew_s is not None else ts
+
+    def _reading(self, meter_value: Any, *, may_be_queued: bool = False) -> MeterReading:
+        """Parsed meter values, timed per :meth:`station_time`."""
+        reading = parse_meter_values(meter_value)
+        if reading.timestamp is not None:
+            reading.timestamp = self.station_time(
+                iso(reading.timestamp), may_be_queued=may_be_queued
+            )
+        return reading
 
     # --------------------------------------------------------- version specific
 
@@ -439,7 +554,8 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
     def on_status_notification(
         self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
     ) -> Any:
-        """G01: remember the connector status; learns the EVSE."""
+        """G01: remember the connector status; learns the EVSE; checks the clock."""
+        self.station_time(timestamp)
         self._status(evse_id, connector_id, connector_status)
         return result201.StatusNotification()
 
@@ -480,7 +596,9 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
             tx.phases_used = int(kwargs["number_of_phases_used"])
         if kwargs.get("cable_max_current") is not None:
             tx.cable_max_current_a = float(kwargs["cable_max_current"])
-        reading = parse_meter_values(kwargs.get("meter_value"))
+        queued = bool(kwargs.get("offline"))
+        self.station_time(timestamp, may_be_queued=queued)
+        reading = self._reading(kwargs.get("meter_value"), may_be_queued=queued)
         if kwargs.get("meter_value"):
             tx.apply(reading, now)
         if created:
@@ -498,7 +616,7 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
         """J01: meter values outside TransactionEvent go to the EVSE's open transaction."""
         tx = self.host.registry.active_transaction_on(self.id, evse_id)
         if tx is not None:
-            tx.apply(parse_meter_values(meter_value), self.host.now)
+            tx.apply(self._reading(meter_value), self.host.now)
         return result201.MeterValues()
 
     @on("NotifyEVChargingNeeds")
@@ -639,6 +757,8 @@ class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]
         self, connector_id: int, error_code: str, status: str, **_: Any
     ) -> Any:
         """4.9: remember the connector status (connector id = EVSE id, 0 = station)."""
+        if "timestamp" in _:
+            self.station_time(_["timestamp"])
         self._status(connector_id, connector_id, status)
         return result16.StatusNotification()
 
@@ -674,7 +794,7 @@ class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]
             host.transaction_started(tx)
         if tx.active:
             if kwargs.get("transaction_data"):
-                tx.apply(parse_meter_values(kwargs["transaction_data"]), host.now)
+                tx.apply(self._reading(kwargs["transaction_data"], may_be_queued=True), host.now)
             reason = kwargs.get("reason", "Local")
             host.registry.end_transaction(tx, host.now, reason, float(meter_stop))
             host.transaction_ended(tx)
@@ -695,7 +815,7 @@ class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]
         if tx is None:
             tx = registry.active_transaction_on(self.id, connector_id)
         if tx is not None and tx.active:
-            tx.apply(parse_meter_values(meter_value), self.host.now)
+            tx.apply(self._reading(meter_value, may_be_queued=True), self.host.now)
         return result16.MeterValues()
 
     @on("DataTransfer")

@@ -12,7 +12,10 @@ voltage and the number of site phases it loads):
 2. Worst-case EVSEs (telemetry older than ``telemetry_timeout_s``, or not controllable)
    come first: each is assumed to draw its maximum, which is reserved on its phases, and
    its set-point is never raised (``min(previous, max, what fits)``, 0 below its minimum).
-   A lost measurement removes headroom, never adds it.
+   A lost measurement removes headroom, never adds it. An EVSE that draws more than its
+   set-point (``reserve_measured``: it ignores or overshoots its profile) is handled the
+   same way, except that what is reserved is its measured current (at least its
+   set-point; at least its maximum too when it is also stale or not controllable).
 3. Order of the others: priority (higher first), then the strategy's key (``llf``: least
    laxity, ``laxity = time to departure - remaining energy / max power``; ``edf``:
    earliest departure; ``equal``: laxity for admission), unknown departure last, then the
@@ -74,6 +77,7 @@ class _Prepared:
     cap_a: float
     tapered: bool
     worst: bool
+    reserve_a: float  # what a worst-case EVSE reserves per phase [A]
     order_key: tuple[float, float, EvseKey]
 
 
@@ -111,9 +115,14 @@ def _prepare(evse: EvseInput, site: SiteConfig, config: DlmConfig, now: datetime
     feasible = lo_n <= hi_n
     lo_a, hi_a = lo_n / factor, hi_n / factor
 
-    worst = not evse.controllable or _age_s(now, evse.measured_at) > config.telemetry_timeout_s
+    blind = not evse.controllable or _age_s(now, evse.measured_at) > config.telemetry_timeout_s
+    worst = blind or evse.reserve_measured
     cap_a, tapered = hi_a, False
     measured_a = _measured_per_phase_a(evse, site.voltage_v)
+    reserve_a = hi_a
+    if evse.reserve_measured:
+        drawn_a = max(measured_a or 0.0, evse.previous_setpoint / factor)
+        reserve_a = max(hi_a, drawn_a) if blind else drawn_a
     follows_setpoint = evse.setpoint_since is None or (
         evse.measured_at is not None and evse.measured_at >= evse.setpoint_since
     )
@@ -150,6 +159,7 @@ def _prepare(evse: EvseInput, site: SiteConfig, config: DlmConfig, now: datetime
         cap_a=cap_a,
         tapered=tapered,
         worst=worst,
+        reserve_a=reserve_a,
         order_key=(-float(evse.priority), metric, evse.key),
     )
 
@@ -274,8 +284,8 @@ def allocate(
         fit = _fit(remaining, p.evse.phases)
         s = min(p.evse.previous_setpoint / p.factor, p.hi_a, fit) if p.feasible else 0.0
         x[key] = s if s >= p.lo_a - EPS else 0.0
-        reasons[key] = "worst_case"
-        _take(remaining, p.evse.phases, p.hi_a)
+        reasons[key] = "profile_violation" if p.evse.reserve_measured else "worst_case"
+        _take(remaining, p.evse.phases, p.reserve_a)
 
     fresh = [p for p in prepared if not p.worst]
     admitted: list[_Prepared] = []
@@ -329,7 +339,7 @@ def allocate(
             native = previous
             reasons[key] = "hysteresis_hold"
         current_a = native / p.factor
-        reserved_a = p.hi_a if p.worst else current_a
+        reserved_a = p.reserve_a if p.worst else current_a
         for phase in p.evse.phases:
             reserved[phase - 1] += reserved_a
         allocations[key] = Allocation(

@@ -63,6 +63,10 @@ class EvseInput:
             does not show how the vehicle follows it.
         controllable: ``False`` when the EVSE cannot be commanded (station offline, last
             command rejected or timed out): counted as worst case like stale telemetry.
+        reserve_measured: the EVSE draws more than its set-point (it ignores or overshoots
+            its charging profile, as the CSMS found from its meter values): its measured
+            current is reserved (at least its set-point; with stale telemetry or no
+            control, at least its maximum too) and its set-point is never raised.
     """
 
     key: EvseKey
@@ -82,6 +86,7 @@ class EvseInput:
     previous_setpoint: float = 0.0
     setpoint_since: datetime | None = None
     controllable: bool = True
+    reserve_measured: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,12 +100,14 @@ class Allocation:
         unit: ``"A"`` or ``"W"`` (OCPP chargingRateUnit).
         current_a: the same set-point as current per loaded site phase [A].
         reserved_a: current per loaded phase [A] the allocation accounts for: the
-            set-point, or the EVSE's maximum when it is worst case.
+            set-point, the EVSE's maximum when it is worst case, or its measured current
+            when it violates its set-point (``reserve_measured``).
         worst_case: telemetry stale or EVSE not controllable.
         reason: why this value (``allocated``, ``max``, ``taper``, ``below_min``,
             ``no_headroom``, ``min_above_max``, ``hysteresis_hold``, ``worst_case``,
             ``fail_safe_min``: held at the minimum because the non-EV measurement is
-            stale, missing or lost).
+            stale, missing or lost; ``profile_violation``: the EVSE draws more than its
+            set-point, its measured current is reserved).
     """
 
     key: EvseKey

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
+from controllers.exchange import ExchangeHook, ExchangeTap, jsonable
 from controllers.site_io.common import (
     Backoff,
     InFlight,
@@ -45,6 +46,19 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def _dv_record(dv: Any) -> dict[str, Any]:
+    """A DataValue as an exchange record's value: value, status name, source timestamp."""
+    variant = getattr(dv, "Value", None)
+    value = getattr(variant, "Value", variant)
+    status = getattr(dv, "StatusCode", None)
+    ts = _aware(getattr(dv, "SourceTimestamp", None))
+    return {
+        "value": jsonable(value),
+        "status": getattr(status, "name", None) or ("Good" if status is None else str(status)),
+        "source_timestamp": ts.isoformat() if ts is not None else None,
+    }
+
+
 class _Handler:
     """asyncua subscription handler: updates the owner's cache."""
 
@@ -54,7 +68,18 @@ class _Handler:
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         """Store the new value of ``node`` with its source timestamp."""
         dv = data.monitored_item.Value
-        self._owner._on_value(node.nodeid.to_string(), val, dv)
+        resolved = node.nodeid.to_string()
+        self._owner._on_value(resolved, val, dv)
+        tap = self._owner._tap
+        if tap.on:
+            node_id = self._owner._keys.get(resolved, resolved)
+            tap.record(
+                "datachange",
+                {"nodes": [node_id]},
+                {"values": {node_id: _dv_record(dv)}},
+                started=None,
+                direction="in",
+            )
 
     def status_change_notification(self, status: Any) -> None:
         """The subscription's status changed (e.g. the server shut down)."""
@@ -78,6 +103,9 @@ class OpcUaClient:
             with :meth:`read` (the lock-step twin: a read is a tracked request, so its
             result is in the cache when the runtime quiesces, whatever the wall-clock
             publishing interval).
+        on_exchange: called with a :class:`controllers.exchange.Exchange` for every Read
+            and Write service call and data-change notification (not for session set-up).
+        perf_counter: clock for the records' ``duration_ms`` (e.g. ``time.perf_counter``).
     """
 
     def __init__(
@@ -92,6 +120,8 @@ class OpcUaClient:
         watchdog_interval_s: float = 1.0,
         backoff: Backoff | None = None,
         subscribe: bool = True,
+        on_exchange: ExchangeHook | None = None,
+        perf_counter: Callable[[], float] | None = None,
     ) -> None:
         self.url = url
         self.subscribe = subscribe
@@ -112,6 +142,7 @@ class OpcUaClient:
         self._nodes: list[Node] = []
         self._lock = asyncio.Lock()
         self._inflight = InFlight()
+        self._tap = ExchangeTap(on_exchange, "opcua", url, lambda: self._now, perf_counter)
 
     # ----------------------------------------------------------------- state
     @property
@@ -280,10 +311,23 @@ class OpcUaClient:
             await self._ensure_connected(now)
             assert self._client is not None
             if self._nodes:
+                tap = self._tap
+                started = tap.start() if tap.on else None
                 try:
                     values = await self._client.read_attributes(self._nodes)
                 except _IO_ERRORS as exc:
+                    if tap.on:
+                        tap.record("read", {"nodes": list(self.node_ids)}, None,
+                                   started=started, error=exc)
                     raise await self._lost(now, exc) from exc
+                if tap.on:
+                    tap.record(
+                        "read",
+                        {"nodes": list(self.node_ids)},
+                        {"values": {n: _dv_record(dv)
+                                    for n, dv in zip(self.node_ids, values, strict=True)}},
+                        started=started,
+                    )
                 for node, dv in zip(self._nodes, values, strict=True):
                     value = dv.Value.Value if dv.Value is not None else None
                     self._on_value(node.nodeid.to_string(), value, dv)
@@ -304,20 +348,38 @@ class OpcUaClient:
         async with self._inflight.track(), self._lock:
             await self._ensure_connected(now)
             assert self._client is not None
+            tap = self._tap
+            operation, started = "write", None
+            request: dict[str, Any] = {"node": self.limit_node_id}
             try:
                 node = self._client.get_node(await self._resolve(self._client, self.limit_node_id))
                 if self._limit_type is None:
+                    operation, started = "read_data_type", tap.start() if tap.on else None
                     self._limit_type = await node.read_data_type_as_variant_type()
+                    if tap.on:
+                        tap.record(operation, request, {"data_type": self._limit_type.name},
+                                   started=started)
                 vtype = self._limit_type
                 value: float | int = (
                     float(power_kw)
                     if vtype in (ua.VariantType.Double, ua.VariantType.Float)
                     else round(power_kw)
                 )
+                if tap.on:
+                    request = {"node": self.limit_node_id, "value": value,
+                               "data_type": vtype.name}
+                    operation, started = "write", tap.start()
                 await node.write_value(ua.DataValue(ua.Variant(value, vtype)))
+                if tap.on:
+                    tap.record(operation, request, {"status": "Good"}, started=started)
             except UaStatusCodeError as exc:
+                if tap.on:
+                    tap.record(operation, request, {"status": type(exc).__name__},
+                               started=started, error=exc)
                 raise SiteIoProtocolError(
                     f"OPC UA {self.url}: write {self.limit_node_id}={power_kw}: {exc}"
                 ) from exc
             except _IO_ERRORS as exc:
+                if tap.on:
+                    tap.record(operation, request, None, started=started, error=exc)
                 raise await self._lost(now, exc) from exc

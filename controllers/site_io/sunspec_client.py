@@ -20,6 +20,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from controllers.exchange import ExchangeHook, ExchangeTap, jsonable
 from controllers.site_io.common import (
     Backoff,
     InFlight,
@@ -49,7 +50,12 @@ _IO_ERRORS = (ModbusException, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 class SunSpecClient:
-    """A SunSpec device (meter, PV inverter, BESS) at ``host:port``, unit ``device_id``."""
+    """A SunSpec device (meter, PV inverter, BESS) at ``host:port``, unit ``device_id``.
+
+    ``on_exchange`` (optional) is called with a :class:`controllers.exchange.Exchange` for
+    every FC3 read and FC16 write on the wire (discovery included), ``duration_ms`` timed
+    with ``perf_counter`` when one is given.
+    """
 
     def __init__(
         self,
@@ -60,6 +66,8 @@ class SunSpecClient:
         bases: Sequence[int] = DEFAULT_BASES,
         timeout_s: float = 1.0,
         backoff: Backoff | None = None,
+        on_exchange: ExchangeHook | None = None,
+        perf_counter: Callable[[], float] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -73,6 +81,10 @@ class SunSpecClient:
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._inflight = InFlight()
+        self._now: datetime | None = None
+        self._tap = ExchangeTap(
+            on_exchange, "modbus", f"{host}:{port}/{device_id}", lambda: self._now, perf_counter
+        )
 
     # ----------------------------------------------------------------- state
     @property
@@ -99,6 +111,7 @@ class SunSpecClient:
     # ------------------------------------------------------------ connection
     async def connect(self, now: datetime) -> dict[int, list[tuple[int, int]]]:
         """Connect (if back-off allows at ``now``) and discover; return the model map."""
+        self._now = now
         async with self._inflight.track(), self._lock:
             await self._ensure_connected(now)
         return self.models
@@ -195,6 +208,7 @@ class SunSpecClient:
             address,
             len(values),
             lambda c: c.write_registers(address, values, device_id=self.device_id),
+            values=values,
         )
 
     async def _io(
@@ -203,10 +217,14 @@ class SunSpecClient:
         address: int,
         count: int,
         call: Callable[[AsyncModbusTcpClient], Awaitable[Any]],
+        *,
+        values: list[int] | None = None,
     ) -> list[int]:
         client = self._client
         if client is None or not client.connected:
             raise SiteIoUnavailableError(f"SunSpec {self.host}:{self.port}: not connected")
+        if self._tap.on:
+            return await self._io_recorded(operation, address, count, call, client, values)
         try:
             rr = await call(client)
         except _IO_ERRORS as exc:
@@ -219,7 +237,53 @@ class SunSpecClient:
             )
         return list(getattr(rr, "registers", []) or [])
 
+    async def _io_recorded(
+        self,
+        operation: str,
+        address: int,
+        count: int,
+        call: Callable[[AsyncModbusTcpClient], Awaitable[Any]],
+        client: AsyncModbusTcpClient,
+        values: list[int] | None,
+    ) -> list[int]:
+        """:meth:`_io` with an exchange record (``on_exchange`` set)."""
+        tap = self._tap
+        name = "write_registers" if operation == "write" else "read_holding_registers"
+        request: dict[str, Any] = {"address": address, "count": count}
+        if values is not None:
+            request["values"] = jsonable(values)
+        started = tap.start()
+        try:
+            rr = await call(client)
+        except _IO_ERRORS as exc:
+            tap.record(name, request, None, started=started, error=exc)
+            raise SiteIoUnavailableError(
+                f"SunSpec {self.host}:{self.port}: {operation} at {address} failed: {exc}"
+            ) from exc
+        except asyncio.CancelledError:
+            tap.record(name, request, None, started=started, error="cancelled")
+            raise
+        if rr.isError():
+            error = ModbusExceptionError(
+                operation, address, count, int(getattr(rr, "exception_code", 0))
+            )
+            tap.record(
+                name,
+                request,
+                {"exception_code": error.exception_code},
+                started=started,
+                error=error,
+            )
+            raise error
+        registers = list(getattr(rr, "registers", []) or [])
+        response: dict[str, Any] = (
+            {"count": count} if values is not None else {"registers": jsonable(registers)}
+        )
+        tap.record(name, request, response, started=started)
+        return registers
+
     async def _request(self, now: datetime, body: Callable[[], Awaitable[Any]]) -> Any:
+        self._now = now
         async with self._inflight.track(), self._lock:
             await self._ensure_connected(now)
             try:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from controllers.exchange import ExchangeHook, ExchangeTap
 from controllers.site_io.common import InFlight
 from controllers.ven.auth import TokenManager
 from controllers.ven.config import NotificationMode, VenConfig
@@ -45,6 +46,7 @@ from controllers.ven.oadr3_models import (
     VenVenRequest,
 )
 from controllers.ven.oadr3_models import Ven as VenObject
+from controllers.ven.recording import RecordingAsyncClient
 from controllers.ven.reports import Measurements, build_report
 from controllers.ven.tolerant import MalformedObjectError, normalise
 
@@ -62,7 +64,13 @@ class VtnError(Exception):
 
 
 class Ven:
-    """An OpenADR 3.1 VEN following the configured programs of one VTN."""
+    """An OpenADR 3.1 VEN following the configured programs of one VTN.
+
+    ``on_exchange`` (optional) is called with a :class:`controllers.exchange.Exchange`
+    (protocol ``openadr``) for every HTTP request the VEN makes (token requests included)
+    and every notification it receives (webhook requests, MQTT messages);
+    ``perf_counter`` times them.
+    """
 
     def __init__(
         self,
@@ -70,8 +78,13 @@ class Ven:
         *,
         on_event: EventSink | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_exchange: ExchangeHook | None = None,
+        perf_counter: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
+        self._tap = ExchangeTap(
+            on_exchange, "openadr", config.vtn_url.rstrip("/"), lambda: self._now, perf_counter
+        )
         self._on_event = on_event
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -123,11 +136,16 @@ class Ven:
         """Open the HTTP client and try to authenticate, register, read and subscribe."""
         self._now = now
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                verify=self._tls(),
-                timeout=self.config.request_timeout_s,
-                transport=self._transport,
-                follow_redirects=False,
+            options: dict[str, Any] = {
+                "verify": self._tls(),
+                "timeout": self.config.request_timeout_s,
+                "transport": self._transport,
+                "follow_redirects": False,
+            }
+            self._http = (
+                RecordingAsyncClient(self._tap, self.config.vtn_url, **options)
+                if self._tap.on
+                else httpx.AsyncClient(**options)
             )
             self._auth = TokenManager(self.config, self._http)
         await self._safe(self._bring_up(now), "start")
@@ -489,6 +507,7 @@ class Ven:
                 host=self.config.callback_host,
                 port=self.config.callback_port,
                 public_url=self.config.callback_public_url,
+                tap=self._tap if self._tap.on else None,
             )
             await self._webhook.start()
         bearer = secrets.token_urlsafe(24)
@@ -574,7 +593,9 @@ class Ven:
             verify_tls=self.config.verify_tls,
             ca_file=str(self.config.ca_file) if self.config.ca_file else None,
         )
-        listener = MqttListener(settings, self._on_notification)
+        listener = MqttListener(
+            settings, self._on_notification, tap=self._tap if self._tap.on else None
+        )
         await listener.start()
         self._mqtt = listener
         self._emit("ven.mqtt", {"uri": settings.uri, "topics": topics})

@@ -17,8 +17,9 @@ import contextlib
 import hmac
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -28,12 +29,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from controllers.exchange import ExchangeTap, clip
+
 NotificationSink = Callable[[bytes, str], None]
 """``(body, channel)`` where channel is ``"webhook"`` or ``"mqtt"``."""
 
 
 class WebhookServer:
-    """A small HTTP server on ``host:port`` (0: ephemeral) receiving VTN notifications."""
+    """A small HTTP server on ``host:port`` (0: ephemeral) receiving VTN notifications.
+
+    With a ``tap`` every request received (echo checks and notifications, refused ones
+    included) is an exchange record (direction ``in``, peer: the sender's address).
+    """
 
     PATH = "/openadr3/notifications"
 
@@ -44,8 +51,10 @@ class WebhookServer:
         host: str = "127.0.0.1",
         port: int = 0,
         public_url: str | None = None,
+        tap: ExchangeTap | None = None,
     ) -> None:
         self._sink = sink
+        self._tap = tap
         self._host = host
         self._port = port
         self._public_url = public_url
@@ -54,10 +63,14 @@ class WebhookServer:
         self.refused = 0
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
+        callback: Callable[[Request], Awaitable[Response]] = self._callback
+        echo: Callable[[Request], Awaitable[Response]] = self._echo
+        if tap is not None:
+            callback, echo = self._recorded(callback), self._recorded(echo)
         app = Starlette(
             routes=[
-                Route(self.PATH, self._callback, methods=["GET", "POST"]),
-                Route(self.PATH + "/echo", self._echo, methods=["GET", "POST"]),
+                Route(self.PATH, callback, methods=["GET", "POST"]),
+                Route(self.PATH + "/echo", echo, methods=["GET", "POST"]),
             ]
         )
         self._app = app
@@ -100,6 +113,37 @@ class WebhookServer:
         self._socket = None
 
     # ------------------------------------------------------------------ handlers
+    def _recorded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` with an exchange record of each request it answers."""
+        tap = self._tap
+        assert tap is not None
+
+        async def wrapped(request: Request) -> Response:
+            started = tap.start()
+            body = await request.body()  # cached: the handler reads it again
+            record: dict[str, Any] = {"method": request.method, "url": str(request.url)}
+            if request.url.query:
+                record["query"] = request.url.query
+            if body:
+                record["body"] = clip(body.decode("utf-8", "replace"))
+            peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
+            operation = f"{request.method} {request.url.path}"
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                tap.record(operation, record, None, started=started, error=exc, peer=peer,
+                           direction="in")
+                raise
+            answer: dict[str, Any] = {"status_code": response.status_code}
+            if response.body:
+                answer["body"] = clip(bytes(response.body).decode("utf-8", "replace"))
+            tap.record(operation, record, answer, started=started, peer=peer, direction="in")
+            return response
+
+        return wrapped
+
     async def _echo(self, request: Request) -> Response:
         self.echo_checks += 1
         params = request.query_params
@@ -138,9 +182,12 @@ class MqttSettings:
 class MqttListener:
     """Subscribes to the VTN's notification topics and feeds each message to ``sink``."""
 
-    def __init__(self, settings: MqttSettings, sink: NotificationSink) -> None:
+    def __init__(
+        self, settings: MqttSettings, sink: NotificationSink, tap: ExchangeTap | None = None
+    ) -> None:
         self._settings = settings
         self._sink = sink
+        self._tap = tap
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self.error: BaseException | None = None
@@ -193,7 +240,21 @@ class MqttListener:
                     else:
                         body = str(payload).encode()
                     self.received += 1
+                    tap = self._tap
+                    if tap is None:
+                        self._sink(body, "mqtt")
+                        continue
+                    started = tap.start()
                     self._sink(body, "mqtt")
+                    tap.record(
+                        f"PUBLISH {message.topic}",
+                        {"topic": str(message.topic), "qos": message.qos,
+                         "body": clip(body.decode("utf-8", "replace"))},
+                        None,
+                        started=started,
+                        peer=s.uri,
+                        direction="in",
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -18,6 +18,7 @@ schemas). Handlers stay ordinary ``@on`` methods.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from ocpp.messages import Call
 from ocpp.routing import on as _on
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action as Action201
+from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
     from devices.charging_station.station import ChargingStation
@@ -189,6 +191,9 @@ class StationLinkMixin:
         if not isinstance(msg[3], dict):
             await self._send_error(uid, "FormatViolation", "payload is not an object", msg[2])
             return
+        if st.faults and st.faults.reply_delay_s(st.now) is None:  # injected drop_responses
+            st._emit("fault.call_dropped", {"action": msg[2], "message_id": uid})
+            return
         st._handler_begin()
         try:
             await self._dispatch(uid, msg[2], msg[3])
@@ -242,9 +247,27 @@ class StationLinkMixin:
 
     async def _send_frame(self, frame: str) -> None:
         st = self._station
+        if st.faults:
+            delay = st.faults.reply_delay_s(st.now)
+            if delay is None:  # injected drop_responses
+                return
+            if delay > 0:  # injected delay_responses: real time, like the reply timeout
+                st._spawn(self._send_later(frame, delay))
+                return
         if st._record_frames:
             st._frame("out", frame)
         await self._connection.send(frame)  # type: ignore[attr-defined]
+
+    async def _send_later(self, frame: str, delay_s: float) -> None:
+        """Send a reply ``delay_s`` seconds of real time late (injected fault)."""
+        await asyncio.sleep(delay_s)
+        st = self._station
+        if st._record_frames:
+            st._frame("out", frame)
+        try:
+            await self._connection.send(frame)  # type: ignore[attr-defined]
+        except ConnectionClosed:
+            st._emit("fault.late_reply_lost", {"frame": frame[:200]})
 
     async def _send(self, message: str) -> None:  # the library's path, unused by us
         await self._send_frame(message)

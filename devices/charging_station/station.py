@@ -42,6 +42,7 @@ from devices.charging_station.evse import (
     StationSpec,
     phase_map,
 )
+from devices.charging_station.faults import MALFORMED_KINDS, StationFault, StationFaults
 from devices.charging_station.profiles import (
     ChargingProfile,
     ChargingProfilePurpose,
@@ -73,6 +74,7 @@ class _Out:
     tx: bool  # transaction-related: kept while offline and sent after reconnecting
     future: asyncio.Future[dict[str, Any] | None] | None
     on_reply: Callable[[dict[str, Any]], None] | None
+    raw: tuple[str, str] | None = None  # injected malformed frame: (reply id, frame text)
 
 
 def client_ssl_context(
@@ -112,6 +114,9 @@ class ChargingStation:
         response_timeout_s: real-time limit for a reply before a call is given up, s.
         ssl_context: TLS client context for a ``wss://`` CSMS (OCPP security profiles 2
             and 3), overriding the spec's ``tls_*`` files; see :func:`client_ssl_context`.
+        faults: injected faults in force over time windows (link drop, delayed or missing
+            replies, malformed frames, clock skew, ignored or overshot profiles); see
+            :mod:`devices.charging_station.faults`. None: a healthy station.
 
     Raises:
         ValueError: a bad spec (see :class:`StationSpec`), or TLS settings with a
@@ -135,8 +140,13 @@ class ChargingStation:
         seed: int = 0,
         response_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        faults: StationFaults | None = None,
     ) -> None:
         self.spec = spec
+        self.faults = faults if faults is not None else StationFaults()
+        self._faults_on: frozenset[str] = frozenset()
+        self._malformed_at: datetime | None = None
+        self._malformed_n = 0
         self.station_id = spec.station_id
         self.url = f"{csms_url.rstrip('/')}/{spec.station_id}"
         self._ssl = ssl_context
@@ -213,7 +223,8 @@ class ChargingStation:
         assert now is not None
         if now is not self._now_iso_for:
             self._now_iso_for = now
-            self._now_iso = iso(now)
+            skew = self.faults.skew_s(now) if self.faults else 0.0
+            self._now_iso = iso(now + timedelta(seconds=skew) if skew else now)
         return self._now_iso
 
     async def connect(self, now: datetime) -> None:
@@ -222,12 +233,20 @@ class ChargingStation:
         WebSocket (subprotocol ``ocpp1.6``/``ocpp2.0.1``, no compression), BootNotification
         (2.0.1 B01 / 1.6 §4.2), a StatusNotification per connector.
 
+        An injected ``link_drop`` in force at ``now``: no connection is attempted (the
+        station starts offline and connects after the window, see :meth:`advance`).
+
         Raises:
             OSError / websockets.exceptions.InvalidHandshake / TimeoutError: the connection
                 failed; a reconnect is then scheduled (see :meth:`advance`).
         """
         self._tick(now)
         self._closed = False
+        if self.faults.link_down(now):  # injected link_drop: offline until the window ends
+            self._schedule_retry()
+            self._emit("ocpp.disconnected", {"reason": "injected fault: link_drop", "queued": 0,
+                                             "next_retry": None})
+            return
         try:
             await self._open()
         except Exception:
@@ -334,6 +353,8 @@ class ChargingStation:
         """
         self._check_link()
         self._tick(now)
+        if self.faults:
+            await self._apply_faults(now)
         proto = self._proto
         for ev in self.evses.values():
             # Mean power and currents over the advance interval.
@@ -366,12 +387,16 @@ class ChargingStation:
         if self._online and not self._booted and self._boot_retry_at and now >= self._boot_retry_at:
             self._boot_retry_at = None
             self._spawn(self._boot())
+        if self._online and self._booted and self.faults.malformed_due(now, self._malformed_at):
+            self._malformed_at = now
+            self._send_malformed()
         if (
             not self._online
             and not self._closed
             and not self._reconnecting
             and self._next_retry is not None
             and now >= self._next_retry
+            and not self.faults.link_down(now)
         ):
             self._reconnecting = True
             self._spawn(self._reconnect())
@@ -637,6 +662,18 @@ class ChargingStation:
             ev.spec.evse_id, t, include_tx=False, fallback_current_a=self.spec.fail_safe_current_a
         )
 
+    def _faulty_offer_kw(self, ev: Evse, sess: Session, offered_kw: float, t: datetime) -> float:
+        """The offer under ``ignore_profiles`` / ``overshoot`` at ``t`` [kW].
+
+        The hardware maximum is the EVSE rating; on AC scaled to the phases the vehicle
+        can use (a 1-phase vehicle on a 3-phase 32 A EVSE: 32 A x 230 V).
+        """
+        spec = ev.spec
+        hardware_kw = spec.max_power_kw
+        if spec.kind == "AC":
+            hardware_kw *= min(spec.phases, sess.vehicle.ac_phases) / spec.phases
+        return self.faults.offer_kw(t, offered_kw, hardware_kw)
+
     def _offer_kw(self, ev: Evse, sess: Session, lim: Limit) -> tuple[float, int]:
         spec = ev.spec
         if spec.kind == "AC":
@@ -655,6 +692,8 @@ class ChargingStation:
             return
         lim = self._limit(ev, t0)
         offered_kw, n = self._offer_kw(ev, sess, lim)
+        if self.faults:
+            offered_kw = self._faulty_offer_kw(ev, sess, offered_kw, t0)
         dt = (t_end - t0).total_seconds()
         state, e_kwh = charge(sess.vehicle, sess.state, offered_kw, dt, ev.spec.kind)
         sess.state = state
@@ -760,6 +799,97 @@ class ChargingStation:
         if reply is None:  # lost on the way: treat as offline
             return "Accepted" if not self._online else "Invalid"
         return self._proto.authorize_status(reply)
+
+    # ----------------------------------------------------------------- faults
+    async def _apply_faults(self, now: datetime) -> None:
+        """Emit fault windows opening/closing at ``now``; drop the link for ``link_drop``."""
+        first: dict[str, StationFault] = {}
+        for fault in self.faults.faults:
+            if fault.active(now):
+                first.setdefault(fault.kind, fault)
+        on = frozenset(first)
+        for kind in sorted(on - self._faults_on):
+            f = first[kind]
+            self._emit(
+                "fault.started",
+                {
+                    "kind": kind,
+                    "end": iso(f.end),
+                    "delay_s": f.delay_s,
+                    "skew_s": f.skew_s,
+                    "factor": f.factor,
+                    "every_s": f.every_s,
+                },
+            )
+        for kind in sorted(self._faults_on - on):
+            self._emit("fault.ended", {"kind": kind})
+        self._faults_on = on
+        if "link_drop" in on and self._online:
+            ws = self._ws
+            self._set_offline("injected fault: link_drop")
+            if ws is not None:
+                await ws.close(1001, "link drop (injected fault)")
+
+    def _send_malformed(self) -> None:
+        """Queue the next malformed frame (cycling through the variants)."""
+        variant = MALFORMED_KINDS[self._malformed_n % len(MALFORMED_KINDS)]
+        self._malformed_n += 1
+        uid = self._next_message_id()
+        if variant == "invalid_json":
+            frame, reply_id = f'[2,"{uid}","Heartbeat",{{', "-1"
+        elif variant == "bad_message_type":
+            frame, reply_id = orjson.dumps([7, uid, "Heartbeat", {}]).decode(), uid
+        else:  # bad_payload: a property the Heartbeat schema forbids
+            bad = [2, uid, "Heartbeat", {"injectedFault": 1}]
+            frame, reply_id = orjson.dumps(bad).decode(), uid
+        self._emit("fault.malformed_frame", {"variant": variant, "frame": frame})
+        self._outbox.append(_Out("Heartbeat", {}, False, None, None, raw=(reply_id, frame)))
+        if self._sender is None:
+            self._start_sender()
+
+    async def _send_raw(self, item: _Out) -> bool:
+        """Send an injected malformed frame and wait for the CSMS's answer to it."""
+        assert item.raw is not None
+        reply_id, frame = item.raw
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending = (reply_id, "malformed", fut)
+        try:
+            if self._record_frames:
+                self._frame("out", frame)
+            await self._ws.send(frame)
+            timer = loop.call_later(self._response_timeout, _expire, fut)
+            try:
+                reply = await fut
+            finally:
+                timer.cancel()
+        except (ConnectionClosed, ConnectionError, OSError):
+            self._pending = None
+            self._set_offline("connection lost during a call")
+            if self._outbox and self._outbox[0] is item:
+                self._outbox.popleft()
+            return False
+        except TimeoutError:
+            self._pending = None
+            self._outbox.popleft()
+            self._emit("fault.malformed_unanswered", {"message_id": reply_id})
+            return True
+        self._pending = None
+        self._outbox.popleft()
+        if reply[0] == 4:
+            self._emit(
+                "ocpp.callerror",
+                {
+                    "direction": "in",
+                    "action": None,
+                    "code": reply[2] if len(reply) > 2 else "?",
+                    "description": reply[3] if len(reply) > 3 else "",
+                    "injected": True,
+                },
+            )
+        else:
+            self._emit("fault.malformed_accepted", {"message_id": reply_id})
+        return True
 
     # ----------------------------------------------------------------- link
     def _auth_headers(self) -> dict[str, str] | None:
@@ -969,6 +1099,8 @@ class ChargingStation:
 
     async def _send_one(self, item: _Out) -> bool:
         """Send the head of the outbox and wait for its reply; False if the link dropped."""
+        if item.raw is not None:
+            return await self._send_raw(item)
         payload = item.payload() if callable(item.payload) else item.payload
         outbox = self._outbox
         if payload is None:
