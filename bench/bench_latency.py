@@ -3,14 +3,15 @@
 On the wall clock, as on a test bench: ``migrid bench``'s runtime (in this process) with
 its CSMS and DLM; N emulated charging stations, each a separate OS process of
 ``python -m hil.station`` connecting over a real websocket as a physical charger would
-(OCPP 2.0.1, one AC 22 kW EVSE, an 11 kW vehicle plugged at the start); and the site
+(OCPP 2.0.1, one AC 22 kW EVSE, a 22 kW vehicle plugged at the start); and the site
 meter as a *physical* device: a SunSpec meter (models 1 + 203) served over Modbus TCP by
 this process, which plays the grid connection: every 10 ms it sets the meter's reading to
 the building load plus the EV power the CSMS measures.
 
 The bench reacts to a meter change between control steps (``run.react``: the meter's
 power alone is polled every ``--poll-ms``; a change of 2 kW or more runs a control step at
-once). The site limit binds, so a building-load step changes every EVSE's share. Each
+once). The site limit binds and the DLM shares equally, so a building-load step changes
+every EVSE's set-point. Each
 change: the building load jumps between a low and a high value, at POSIX time ``t0``
 written to the meter registers at once; each station process prints the wall time at
 which it installed a charging profile (``profile.installed``); the latency of a station
@@ -51,13 +52,16 @@ from devices.sunspec.devices import SiteMeterDevice  # noqa: E402
 from hil.runtime import BenchRuntime  # noqa: E402
 from hil.session import run_bench  # noqa: E402
 
-EV_KW = 11.0
+#: vehicle on-board charger [kW]: the EVSE's rating, so the DLM's share always binds
+EV_KW = 22.0
 
 
 def _bench_file(n: int, meter_port: int, poll_s: float, limit_kw: float) -> dict[str, Any]:
     return {
         "name": "bench-latency",
         "site": {"grid_limit_kw": limit_kw},
+        # equal shares: a change of the building load changes every EVSE's set-point
+        "controllers": {"dlm": {"strategy": "equal"}},
         "csms": {"host": "127.0.0.1", "port": 0},
         "stations": [{"id": f"LAT{i:03d}", "kind": "ac_22kw", "meter_interval_s": 5}
                      for i in range(1, n + 1)],
