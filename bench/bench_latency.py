@@ -48,6 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from controllers.csms.station import StationLink  # noqa: E402
 from devices.sunspec.devices import SiteMeterDevice  # noqa: E402
 from hil.runtime import BenchRuntime  # noqa: E402
 from hil.session import run_bench  # noqa: E402
@@ -120,6 +121,30 @@ class Stations:
             r.cancel()
 
 
+def _instrument(rt: BenchRuntime) -> tuple[dict[str, list[float]], list[tuple[float, float]]]:
+    """Wall times of the CSMS's SetChargingProfile frames per station, and of each bench
+    step (start, end): the benchmark's own probes, inside this process only."""
+    sent: dict[str, list[float]] = {}
+    steps: list[tuple[float, float]] = []
+    original_send = StationLink._send
+
+    async def send(link: Any, message: str) -> None:
+        await original_send(link, message)
+        if '"SetChargingProfile"' in message:
+            sent.setdefault(link.id, []).append(time.time())
+
+    StationLink._send = send  # type: ignore[method-assign]
+    original_step = rt._step
+
+    async def step(*a: Any, **kw: Any) -> None:
+        t = time.time()
+        await original_step(*a, **kw)
+        steps.append((t, time.time()))
+
+    rt._step = step  # type: ignore[method-assign]
+    return sent, steps
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     n = args.stations
     limit_kw = 0.6 * n * EV_KW + args.high_kw  # binds at both building loads
@@ -153,6 +178,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     player = asyncio.create_task(play_meter())
     bench = asyncio.create_task(run_bench(path, out=tmp / "run", stop=stop, on_ready=on_ready))
     rt: BenchRuntime = await asyncio.wait_for(ready, 60)
+    sent, steps = _instrument(rt)
     stations = Stations()
     t_spawn = time.perf_counter()
     await stations.start(rt.local_url, [f"LAT{i:03d}" for i in range(1, n + 1)])
@@ -165,18 +191,28 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.interval_s)  # settle: meter values in, allocation stable
 
     latencies_ms: list[float] = []
+    sent_ms: list[float] = []
+    detect_ms: list[float] = []
+    step_ms: list[float] = []
     unchanged = 0
     for i in range(args.changes):
         building["kw"] = args.high_kw if i % 2 == 0 else args.low_kw
         t0 = time.time()
         await write_meter()
         await asyncio.sleep(args.interval_s)
-        for times in stations.installed.values():
+        for sid, times in stations.installed.items():
             after = [t for t in times if t > t0]
             if after:
                 latencies_ms.append((min(after) - t0) * 1000.0)
             else:
                 unchanged += 1
+            out = [t for t in sent.get(sid, []) if t > t0]
+            if out:
+                sent_ms.append((min(out) - t0) * 1000.0)
+        first = next(((a, b) for a, b in steps if a > t0), None)
+        if first is not None:
+            detect_ms.append((first[0] - t0) * 1000.0)
+            step_ms.append((first[1] - first[0]) * 1000.0)
     stop.set()
     await bench
     await stations.stop()
@@ -188,7 +224,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     def pct(p: float) -> float:
         return float(np.percentile(lat, p)) if lat else float("nan")
 
+    def p(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 1) if values else None
+
     return {
+        "detect_ms_p50": p(detect_ms, 50), "detect_ms_max": p(detect_ms, 100),
+        "step_ms_p50": p(step_ms, 50), "step_ms_max": p(step_ms, 100),
+        "sent_ms_p50": p(sent_ms, 50), "sent_ms_p99": p(sent_ms, 99),
         "stations": n, "changes": args.changes, "poll_ms": args.poll_ms,
         "samples": len(lat), "unchanged": unchanged,
         "p50_ms": round(pct(50), 1), "p95_ms": round(pct(95), 1), "p99_ms": round(pct(99), 1),
@@ -217,6 +259,10 @@ def main() -> None:
           f"p95 {r['p95_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms, "
           f"mean {r['mean_ms']} ms over {r['samples']} samples "
           f"({r['unchanged']} station-changes without a new profile)")
+    print(f"  of which: change seen and control step started after {r['detect_ms_p50']} ms "
+          f"(max {r['detect_ms_max']}); the step took {r['step_ms_p50']} ms (max "
+          f"{r['step_ms_max']}); SetChargingProfile written by the CSMS after p50 "
+          f"{r['sent_ms_p50']} ms, p99 {r['sent_ms_p99']} ms")
     verdict = "met" if r["p99_ms"] is not None and r["p99_ms"] < 100 else "NOT met"
     print(f"  target p99 < 100 ms: {verdict}; bench process peak RSS {r['bench_rss_mb']} MB")
     print(json.dumps(r))
