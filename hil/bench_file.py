@@ -213,8 +213,9 @@ class BenchReact(_Model):
     """Reaction to a meter change between control steps (the bench's fast path).
 
     With ``meter_poll_s`` set, the site meter's active power alone is read every
-    ``meter_poll_s`` seconds; a change of at least ``threshold_kw`` since the last control
-    step, or an import above the site limit, runs a control step at once (the DLM's new
+    ``meter_poll_s`` seconds; a change of the non-EV load (import minus the EV power the
+    CSMS measures) of at least ``threshold_kw`` since the last control step runs a
+    control step at once (the DLM's new
     set-points go out without waiting for the next ``run.step_s``). Needs a meter in
     ``site_devices``. ``bench/bench_latency.py`` measures meter change to profile.
     """

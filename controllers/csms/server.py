@@ -327,7 +327,8 @@ class Csms:
         that goes down in the same step has been accepted; if one is not (an unresponsive
         or lost station), the increases are held (``dlm.increase_held``) and decided again
         at the next step, so a station that fails to shed never leaves the site over its
-        limit because another was raised into the capacity it should have freed.
+        limit because another was raised into the capacity it should have freed. (A
+        worst-case EVSE is already counted at its maximum: its failing does not hold.)
 
         Profile compliance: a meter value taken at least ``profile_violation_grace_s``
         after the set-point was sent (one meter interval plus the response time), of an
@@ -351,6 +352,7 @@ class Csms:
         self._last = result
         batches: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
         raises: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
+        must_shed: set[EvseKey] = set()
         for evse in inputs:
             key = evse.key
             station_id, evse_id = key
@@ -384,11 +386,14 @@ class Csms:
             self._setpoint_since[key] = now
             self._uncontrolled.add(key)  # until the station accepts it
             batches.setdefault(station_id, []).append(item)
+            if not allocation.worst_case:  # counted at its new set-point: must shed
+                must_shed.add(key)
         failed: list[str] = []
         sends: list[asyncio.Task[None]] = []
         for station_id, batch in sorted(batches.items()):
             self._sending.add(station_id)
-            sends.append(self._spawn_task(station_id, self._send_batch(station_id, batch, failed)))
+            sends.append(self._spawn_task(
+                station_id, self._send_batch(station_id, batch, failed, must_shed)))
         if raises:
             self._sending.update(raises)
             self._spawn_task("", self._send_raises(now, sends, failed, raises))
@@ -628,7 +633,9 @@ class Csms:
                 self._setpoints[key] = value
                 self._setpoint_since[key] = now
                 self._uncontrolled.add(key)
-            tasks.append(self._spawn_task(station_id, self._send_batch(station_id, batch, [])))
+            tasks.append(
+                self._spawn_task(station_id, self._send_batch(station_id, batch, [], set()))
+            )
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send_batch(
@@ -636,13 +643,19 @@ class Csms:
         station_id: str,
         batch: list[tuple[int, str, float, RateUnit]],
         failed: list[str],
+        must_shed: set[EvseKey] | None = None,
     ) -> None:
-        """Send the TxProfiles of one station in order; note it in ``failed`` if one fails."""
+        """Send the TxProfiles of one station in order.
+
+        The station is noted in ``failed`` when a profile of an EVSE in ``must_shed`` (all
+        when None) is not applied.
+        """
         try:
             for evse_id, transaction_id, value, unit in batch:
                 link = self._links.get(station_id)
                 if link is None:
-                    failed.append(station_id)
+                    if any(must_shed is None or (station_id, e) in must_shed for e, *_ in batch):
+                        failed.append(station_id)
                     return
                 try:
                     status = await link.send_tx_profile(evse_id, transaction_id, value, unit)
@@ -651,7 +664,8 @@ class Csms:
                 if status == "Accepted":
                     self._uncontrolled.discard((station_id, evse_id))
                     continue
-                failed.append(station_id)
+                if must_shed is None or (station_id, evse_id) in must_shed:
+                    failed.append(station_id)
                 logger.warning(
                     "station %s EVSE %d: TxProfile %.1f %s not applied: %s",
                     station_id,
@@ -767,8 +781,15 @@ class Csms:
         )
 
     def transaction_started(self, tx: TransactionRecord) -> None:
-        """Forget set-points of an earlier transaction on the EVSE; emit the event."""
+        """Forget set-points of an earlier transaction on the EVSE; emit the event.
+
+        Fail safe: when the station's TxDefaultProfile was not installed (its
+        SetChargingProfile failed or was not accepted), nothing limits the new
+        transaction, so the EVSE counts as worst case until a TxProfile is accepted.
+        """
         self._forget((tx.station_id, tx.evse_id))
+        if self.registry.station(tx.station_id).default_profile_status not in (None, "Accepted"):
+            self._uncontrolled.add((tx.station_id, tx.evse_id))
         self.emit(
             "csms",
             "transaction.started",

@@ -107,7 +107,8 @@ class ChargingStation:
         on_event: receives ``(time, station_id, kind, payload)`` events (see README of the
             package: ocpp.connected, ocpp.disconnected, ocpp.boot, transaction.started,
             transaction.ended, profile.installed/cleared/rejected, ocpp.callerror,
-            ocpp.frame when ``record_frames``...).
+            ocpp.frame when ``record_frames``, fault.started/ended and the other fault.*
+            events of injected faults...).
         perf_counter: clock for round-trip times (``rtt_samples_s``); None: not measured.
         record_frames: emit every frame sent/received as an "ocpp.frame" event.
         seed: seed of the station's random generator (reconnect jitter).

@@ -340,3 +340,18 @@ async def test_profile_violation_is_seen_and_the_measured_power_reserved(
     await r.step(6)  # window over: complies again, reservation released
     assert r.kinds("evse.profile_compliant")[0]["station"] == "CS1"
     assert r.csms.last_result.allocations[("CS1", 1)].reason != "profile_violation"  # type: ignore[union-attr]
+
+
+async def test_missing_default_profile_makes_a_new_transaction_worst_case(rig) -> None:
+    """The TxDefaultProfile is lost at boot: nothing limits the station, so the CSMS must
+    not assume it draws the default (0 A) when a transaction starts."""
+    r = await rig(limit_kw=30.0, response_timeout_s=0.2)
+    cs = await r.add("CS1", faults=window("drop_responses", 0, 3))
+    assert r.kinds("station.default_profile")[0]["status"] == "Timeout"
+    await r.plug("CS1")
+    await r.step(1)
+    alloc = r.csms.last_result.allocations[("CS1", 1)]  # type: ignore[union-attr]
+    assert alloc.worst_case and alloc.reserved_a == pytest.approx(22000 / 690, abs=0.1)
+    assert cs.evse_state(1).power_kw == pytest.approx(22.0)  # unlimited: the van's maximum
+    await r.step(3)  # answered again: the TxProfile is accepted, control is back
+    assert not r.csms.last_result.allocations[("CS1", 1)].worst_case  # type: ignore[union-attr]

@@ -22,7 +22,8 @@ T0 = datetime(2026, 12, 4, tzinfo=UTC)
 def _bench(tmp_path: Path, **overrides: object) -> Path:
     doc: dict = {
         "name": "shadow-test",
-        "site": {"grid_limit_kw": 30, "base_load": {"power_kw": 2}},
+        # 40 kW: both vehicles (11 + 7.4 kW) at their own limit, a steady field
+        "site": {"grid_limit_kw": 40, "base_load": {"power_kw": 2}},
         "csms": {"host": "127.0.0.1", "port": 0},
         "stations": [{"id": f"CS00{i}", "meter_interval_s": 1} for i in (1, 2)],
         "emulated_stations": {
