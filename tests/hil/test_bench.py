@@ -198,7 +198,19 @@ async def test_emulated_stations_as_separate_processes(tmp_path: Path) -> None:
     doc = _emulated_bench()
     doc["emulated_stations"]["mode"] = "process"
     out = tmp_path / "run"
-    await run_bench(_write(tmp_path, doc), out=out, duration_s=4.0)
+    stop = asyncio.Event()
+    seen: list[int] = []
+
+    def on_status(s: BenchStatus) -> None:
+        # processes start in ~1-5 s (more on a loaded machine): stop a few steps after
+        # all three are connected and charging, or at the cap below
+        if len(s.connected) == 3 and s.transactions == 3:
+            seen.append(s.step)
+            if len(seen) >= 4:
+                stop.set()
+
+    await run_bench(_write(tmp_path, doc), out=out, duration_s=45.0, stop=stop,
+                    on_status=on_status)
     events = pd.read_parquet(out / "events.parquet")
     connected = events[events.kind == "station.connected"].payload.map(json.loads)
     assert sorted(p["station"] for p in connected) == ["CS001", "CS002", "CS003"]
