@@ -50,6 +50,7 @@ from controllers.csms.security import hash_password
 from controllers.grid_signal import GridSignal, ev_limit_kw
 from devices.charging_station import ChargingStation
 from hil.bench_file import Bench
+from hil.csms_rows import csms_rows
 from hil.recording import exchange_hook, perf_counter
 from hil.run_kpis import wall_clock_kpis
 from hil.shadow import ShadowTwin
@@ -443,34 +444,9 @@ class BenchRuntime:
 
     def _field_rows(self, ev_kw: float, base_kw: float, import_kw: float) -> list[Row]:
         """The CSMS's view of every EVSE and the site, as trace rows."""
-        csms = self.csms
-        assert csms is not None
-        setpoints = csms.setpoints()
-        rows: list[Row] = []
-        for s in self.bench.stations:
-            for e in range(1, s.evses + 1):
-                name = f"{s.id}/{e}"
-                tx = csms.registry.active_transaction_on(s.id, e)
-                rows.append((name, "power_kw", (tx.power_w or 0.0) / 1000.0 if tx else 0.0,
-                             "kW"))
-                if tx is not None and tx.energy_wh is not None:
-                    rows.append((name, "energy_kwh", tx.energy_wh / 1000.0, "kWh"))
-                if tx is not None and tx.soc is not None:
-                    rows.append((name, "soc", tx.soc, "1"))
-                sp = setpoints.get((s.id, e))
-                if sp is not None:
-                    ac = s.current_kind == "AC"
-                    rows.append((name, "setpoint_a" if ac else "setpoint_w", sp,
-                                 "A" if ac else "W"))
-        site = self.bench.site
-        rows += [
-            ("site", "import_kw", import_kw, "kW"),
-            ("site", "ev_power_kw", ev_kw, "kW"),
-            ("site", "base_load_kw", base_kw, "kW"),
-            ("site", "limit_kw", site.grid_limit_kw, "kW"),
-            ("site", "ev_available_kw", csms.available_power_kw(), "kW"),
-        ]
-        return rows
+        assert self.csms is not None
+        return [*csms_rows(self.csms, self.bench.stations, self.bench.site.grid_limit_kw,
+                           import_kw, ev_kw), ("site", "base_load_kw", base_kw, "kW")]
 
     def _kpis(self, wall_s: float) -> dict[str, Any]:
         b = self.bench

@@ -49,6 +49,7 @@ from controllers.csms.config import SecurityConfig
 from devices.charging_station import ChargingStation
 from devices.vehicle import VehicleSpec, VehicleState
 from hil.bench_file import Bench, BenchStation, Plug
+from hil.csms_rows import Row, csms_rows
 from hil.divergence import Alarm, DivergenceMonitor
 from hil.run_kpis import wall_clock_kpis
 from hil.station import station_spec
@@ -60,7 +61,6 @@ __all__ = ["ShadowTwin", "shadow_run_dir"]
 
 log = logging.getLogger(__name__)
 
-Row = tuple[str, str, float, str]
 Sink = Any  # (time, source, kind, payload) -> None
 
 #: most seconds one shadow step waits for its exchanges to settle
@@ -254,28 +254,8 @@ class ShadowTwin:
             await asyncio.wait_for(settle(), QUIESCE_TIMEOUT_S)
 
     def _rows(self, ev_kw: float, import_kw: float) -> list[Row]:
-        csms = self.csms
-        setpoints = csms.setpoints()
-        rows: list[Row] = []
-        for s in self.bench.stations:
-            for e in range(1, s.evses + 1):
-                name = f"{s.id}/{e}"
-                tx = csms.registry.active_transaction_on(s.id, e)
-                rows.append((name, "power_kw", (tx.power_w or 0.0) / 1000.0 if tx else 0.0,
-                             "kW"))
-                if tx is not None and tx.energy_wh is not None:
-                    rows.append((name, "energy_kwh", tx.energy_wh / 1000.0, "kWh"))
-                if tx is not None and tx.soc is not None:
-                    rows.append((name, "soc", tx.soc, "1"))
-                sp = setpoints.get((s.id, e))
-                if sp is not None:
-                    ac = s.current_kind == "AC"
-                    rows.append((name, "setpoint_a" if ac else "setpoint_w", sp,
-                                 "A" if ac else "W"))
-        rows += [("site", "import_kw", import_kw, "kW"), ("site", "ev_power_kw", ev_kw, "kW"),
-                 ("site", "limit_kw", self.bench.site.grid_limit_kw, "kW"),
-                 ("site", "ev_available_kw", csms.available_power_kw(), "kW")]
-        return rows
+        return csms_rows(self.csms, self.bench.stations, self.bench.site.grid_limit_kw,
+                         import_kw, ev_kw)
 
     def _compare(self, now: datetime, field_rows: list[Row], twin_rows: list[Row]) -> list[Row]:
         field = {(e, q): (v, u) for e, q, v, u in field_rows}
