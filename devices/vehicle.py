@@ -27,7 +27,7 @@ Pure functions and frozen dataclasses only; no I/O, no clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ac_current_a",
     "ac_power_kw",
     "charge",
+    "discharge",
     "phases_used",
 ]
 
@@ -65,8 +66,12 @@ class VehicleSpec:
         charge_efficiency: grid-to-battery efficiency in (0, 1]; battery energy gained =
             metered energy x efficiency.
         taper_knee_soc: soc in [0, 1) at which the constant-voltage taper starts.
-        v2g: whether the vehicle supports bidirectional charging (informational; discharge is
-            not modelled by :func:`charge`).
+        v2g: whether the vehicle supports bidirectional power transfer (V2G, ISO 15118-20
+            BPT); only then can :func:`discharge` take energy out of it.
+        ac_max_discharge_kw / dc_max_discharge_kw: discharge limits at the meter for AC / DC,
+            kW (>= 0; ignored unless ``v2g``).
+        discharge_efficiency: battery-to-grid efficiency in (0, 1]; battery energy lost =
+            exported energy / efficiency.
 
     Raises:
         ValueError: on any value outside the ranges above.
@@ -80,6 +85,9 @@ class VehicleSpec:
     charge_efficiency: float = 0.92
     taper_knee_soc: float = 0.8
     v2g: bool = False
+    ac_max_discharge_kw: float = 0.0
+    dc_max_discharge_kw: float = 0.0
+    discharge_efficiency: float = 0.92
 
     def __post_init__(self) -> None:
         if not self.battery_capacity_kwh > 0:
@@ -92,6 +100,18 @@ class VehicleSpec:
             raise ValueError(f"charge_efficiency must be in (0, 1], got {self.charge_efficiency}")
         if not 0 <= self.taper_knee_soc < 1:
             raise ValueError(f"taper_knee_soc must be in [0, 1), got {self.taper_knee_soc}")
+        if self.ac_max_discharge_kw < 0 or self.dc_max_discharge_kw < 0:
+            raise ValueError("ac_max_discharge_kw and dc_max_discharge_kw must be >= 0")
+        if not 0 < self.discharge_efficiency <= 1:
+            raise ValueError(
+                f"discharge_efficiency must be in (0, 1], got {self.discharge_efficiency}"
+            )
+
+    def max_discharge_kw(self, kind: ChargeKind) -> float:
+        """Maximum discharge power at the meter for ``kind``, kW (0 unless ``v2g``)."""
+        if not self.v2g:
+            return 0.0
+        return self.ac_max_discharge_kw if kind == "AC" else self.dc_max_discharge_kw
 
     def max_power_kw(self, kind: ChargeKind) -> float:
         """Maximum accepted power at the meter for ``kind`` ("AC" or "DC"), kW."""
@@ -119,21 +139,30 @@ class VehicleState:
     Attributes:
         soc: state of charge, 0..1.
         target_soc: the driver's need, 0..1; charging stops when ``soc`` reaches it.
-        energy_into_battery_kwh: battery energy gained since the state was created, kWh.
+        energy_into_battery_kwh: battery energy gained by charging since the state was
+            created, kWh.
+        min_soc: the V2G floor of the session, 0..1: :func:`discharge` never takes the soc
+            below it (the driver's reserve; a profile cannot lower it).
+        energy_out_of_battery_kwh: battery energy lost by discharging since the state was
+            created, kWh (>= 0).
 
     Raises:
-        ValueError: if ``soc`` or ``target_soc`` is outside [0, 1].
+        ValueError: if ``soc``, ``target_soc`` or ``min_soc`` is outside [0, 1].
     """
 
     soc: float
     target_soc: float = 1.0
     energy_into_battery_kwh: float = 0.0
+    min_soc: float = 0.2
+    energy_out_of_battery_kwh: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.soc <= 1.0:
             raise ValueError(f"soc must be in [0, 1], got {self.soc}")
         if not 0.0 <= self.target_soc <= 1.0:
             raise ValueError(f"target_soc must be in [0, 1], got {self.target_soc}")
+        if not 0.0 <= self.min_soc <= 1.0:
+            raise ValueError(f"min_soc must be in [0, 1], got {self.min_soc}")
 
 
 def charge(
@@ -212,12 +241,63 @@ def charge(
 
     if metered_kwh <= 0.0:
         return state, 0.0
-    new_state = VehicleState(
+    new_state = replace(
+        state,
         soc=soc,
-        target_soc=state.target_soc,
         energy_into_battery_kwh=state.energy_into_battery_kwh + metered_kwh * eta,
     )
     return new_state, metered_kwh
+
+
+def discharge(
+    spec: VehicleSpec,
+    state: VehicleState,
+    requested_power_kw: float,
+    dt_s: float,
+    kind: ChargeKind,
+) -> tuple[VehicleState, float]:
+    """Discharge a V2G vehicle for ``dt_s`` seconds at a constant requested power; exact.
+
+    The vehicle exports ``min(requested_power_kw, spec.max_discharge_kw(kind))`` at the
+    meter (constant power, no taper) until ``soc`` reaches ``state.min_soc`` (the V2G floor),
+    then stops. The battery loses ``exported / spec.discharge_efficiency``.
+
+    Args:
+        spec: the vehicle (``v2g`` False: nothing is exported).
+        state: its state at the start of the step.
+        requested_power_kw: export power asked for at the meter, kW (> 0 to export).
+        dt_s: step length, seconds.
+        kind: "AC" or "DC".
+
+    Returns:
+        ``(new_state, exported_at_meter_kwh)`` (>= 0) with
+        ``(state.soc - new_state.soc) * capacity == exported / discharge_efficiency`` and
+        ``new_state.soc >= min(state.soc, state.min_soc)``.
+    """
+    p = min(requested_power_kw, spec.max_discharge_kw(kind))
+    floor = state.min_soc
+    if p <= 0.0 or dt_s < MIN_STEP_S or state.soc <= floor:
+        return state, 0.0
+    cap = spec.battery_capacity_kwh
+    eta = spec.discharge_efficiency
+    rate = p / (eta * 3600.0 * cap)  # soc per second
+    if rate <= 0.0:  # a request too small to represent
+        return state, 0.0
+    t_floor = (state.soc - floor) / rate
+    if t_floor >= dt_s:
+        exported = p * dt_s / 3600.0
+        soc = max(state.soc - exported / (eta * cap), floor)
+    else:
+        exported = (state.soc - floor) * cap * eta
+        soc = floor
+    if exported <= 0.0:
+        return state, 0.0
+    new_state = replace(
+        state,
+        soc=soc,
+        energy_out_of_battery_kwh=state.energy_out_of_battery_kwh + exported / eta,
+    )
+    return new_state, exported
 
 
 def phases_used(evse_phases: int, vehicle_phases: int) -> int:

@@ -83,9 +83,11 @@ class BenchStation(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,48}$")
     kind: StationKind = "ac_22kw"
     evses: int = Field(1, ge=1, le=8)
-    ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
+    ocpp_version: Literal["1.6", "2.0.1", "2.1"] = "2.0.1"
     meter_interval_s: int = Field(10, ge=1)
     phase_rotation: Literal["RST", "STR", "TRS"] = "RST"
+    #: EVSEs can discharge (V2G; an emulated station only with ``ocpp_version`` 2.1).
+    bidirectional: bool = False
     password: str | None = Field(None, min_length=16, max_length=40)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

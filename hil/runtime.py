@@ -96,7 +96,8 @@ def bench_csms_config(bench: Bench, start: datetime) -> CsmsConfig:
         known_stations=[s.id for s in bench.stations],
         evses={
             s.id: [EvseConfig(evse_id=e, kind=s.current_kind, max_power_kw=s.max_power_kw,
-                              phases=3, phase_rotation=s.phase_rotation)
+                              phases=3, phase_rotation=s.phase_rotation,
+                              bidirectional=s.bidirectional)
                    for e in range(1, s.evses + 1)]
             for s in bench.stations
         },

@@ -51,7 +51,8 @@ def station_spec(
         ocpp_version=station.ocpp_version,
         evses=tuple(
             EvseSpec(evse_id=e, kind=station.current_kind, max_power_kw=station.max_power_kw,
-                     phases=3, voltage_v=voltage_v, phase_rotation=station.phase_rotation)
+                     phases=3, voltage_v=voltage_v, phase_rotation=station.phase_rotation,
+                     bidirectional=station.bidirectional and station.ocpp_version == "2.1")
             for e in range(1, station.evses + 1)
         ),
         meter_interval_s=station.meter_interval_s,

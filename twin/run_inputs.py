@@ -45,7 +45,8 @@ def _ev_models(scenario: Scenario) -> tuple[list[EvModel], list[float]]:
     if fleet is not None:
         return (
             [EvModel(m.name, m.battery_capacity_kwh, m.ac_max_power_kw, m.ac_phases,
-                     m.dc_max_power_kw) for m in fleet],
+                     m.dc_max_power_kw, m.v2g, m.ac_max_discharge_kw, m.dc_max_discharge_kw)
+             for m in fleet],
             [m.weight for m in fleet],
         )
     models: list[EvModel] = []

@@ -57,6 +57,31 @@ PHASE_ROTATIONS = ("RST", "STR", "TRS")
 ProgressCallback = Callable[[int, int, datetime], None]
 
 
+@dataclass(frozen=True)
+class PluggedEv:
+    """A vehicle plugged in now.
+
+    Its session, net energy at the EVSE meter since plug-in [kWh] (import - V2G export)
+    and the vehicle's state of charge (0..1, None unknown).
+    """
+
+    session: PlannedSession
+    net_kwh: float
+    soc: float | None
+
+
+class StepHook(Protocol):
+    """An extra controller called at every control step, before the DLM runs.
+
+    ``before_dlm`` gets the time, the step index, the CSMS (to set EVSE set-points with
+    :meth:`~controllers.csms.Csms.set_evse_setpoint_kw`) and the vehicles plugged in now.
+    """
+
+    def before_dlm(  # noqa: D102
+        self, now: datetime, k: int, csms: Csms, plugged: Sequence[PluggedEv]
+    ) -> None: ...
+
+
 class Endpoint(Protocol):
     """What the runtime needs of every protocol endpoint to quiesce it."""
 
@@ -96,6 +121,7 @@ def station_specs(scenario: Scenario) -> list[StationSpec]:
                     phases=3,
                     voltage_v=scenario.site.voltage_v,
                     phase_rotation=rotation,
+                    bidirectional=group.bidirectional and group.ocpp_version == "2.1",
                 )
                 for e in range(1, group.evses + 1)
             )
@@ -132,6 +158,7 @@ def csms_config(scenario: Scenario, specs: Sequence[StationSpec]) -> CsmsConfig:
                     max_power_kw=e.max_power_kw,
                     phases=e.phases,
                     phase_rotation=e.phase_rotation,
+                    bidirectional=e.bidirectional,
                 )
                 for e in s.evses
             ]
@@ -154,6 +181,8 @@ class LockStepRuntime:
         inputs: its resolved real-data inputs (:class:`twin.run_inputs.RunInputs`).
         run_dir: the run folder to write (created by the caller).
         on_progress: called after each step with (step, steps, t_k).
+        hook: an extra controller called at every step before the DLM (:class:`StepHook`),
+            e.g. the market optimiser of :mod:`twin.market_control`.
     """
 
     def __init__(
@@ -162,8 +191,10 @@ class LockStepRuntime:
         inputs: RunInputs,
         run_dir: Path,
         on_progress: ProgressCallback | None = None,
+        hook: StepHook | None = None,
     ) -> None:
         self.scenario = scenario
+        self.hook = hook
         self.inputs = inputs
         self.run_dir = run_dir
         self.on_progress = on_progress
@@ -175,6 +206,7 @@ class LockStepRuntime:
         self._endpoints: list[Endpoint] = []
         self._outcomes: dict[str, SessionOutcome] = {}
         self._session_start_kwh: dict[str, float] = {}
+        self._plugged: dict[str, tuple[PlannedSession, float]] = {}  # session, net start
         self._now = scenario.run.start
 
     # -- quiescence -----------------------------------------------------------------
@@ -223,16 +255,21 @@ class LockStepRuntime:
                 dc_max_power_kw=session.model.dc_max_power_kw,
                 charge_efficiency=vc.charge_efficiency,
                 taper_knee_soc=vc.taper_knee_soc,
+                v2g=session.model.v2g,
+                ac_max_discharge_kw=session.model.ac_max_discharge_kw,
+                dc_max_discharge_kw=session.model.dc_max_discharge_kw,
             )
-            state = VehicleState(soc=session.arrival_soc, target_soc=session.target_soc)
+            state = VehicleState(soc=session.arrival_soc, target_soc=session.target_soc,
+                                 min_soc=vc.v2g_min_soc)
             if session.driver_energy_kwh is not None or session.driver_departure is not None:
                 self._csms.set_driver_input(
                     session.id_token, session.driver_energy_kwh, session.driver_departure
                 )
             await station.plug_in(evse_id, spec, state, session.id_token, now)
-            self._session_start_kwh[session.session_id] = station.evse_state(
-                evse_id
-            ).energy_register_kwh
+            reading = station.evse_state(evse_id)
+            self._session_start_kwh[session.session_id] = reading.energy_register_kwh
+            self._plugged[session.session_id] = (
+                session, reading.energy_register_kwh - reading.export_register_kwh)
             self._outcomes[session.session_id] = SessionOutcome(
                 session.session_id, session.evse, session.needed_kwh, 0.0, False
             )
@@ -244,6 +281,7 @@ class LockStepRuntime:
             })
         else:
             await station.plug_out(evse_id, now)
+            self._plugged.pop(session.session_id, None)
             delivered = station.evse_state(evse_id).energy_register_kwh - (
                 self._session_start_kwh.pop(session.session_id)
             )
@@ -288,8 +326,9 @@ class LockStepRuntime:
                 name = f"{spec.station_id}/{evse.evse_id}"
                 reading = station.evse_state(evse.evse_id)
                 register = reading.energy_register_kwh
-                power_kw = (register - last_register.get(name, register)) * 3600.0 / dt_s
-                last_register[name] = register
+                net = register - reading.export_register_kwh  # V2G export counts negative
+                power_kw = (net - last_register.get(name, net)) * 3600.0 / dt_s
+                last_register[name] = net
                 ev_kw += power_kw
                 rows.append((name, "power_kw", power_kw, "kW"))
                 rows.append((name, "energy_kwh", register, "kWh"))
@@ -475,16 +514,31 @@ class LockStepRuntime:
         assert self._csms is not None
         steps = self.scenario.run.steps
         self._csms.set_hold_minimum(signal is not None and signal.ev_share <= 0.0)
+        decision = None
         if site is not None:
             decision = await site.control(now, self.scenario.run.step_s, self._csms, k, signal)
             await self.quiesce()
-            return decision
-        base_next = float(self._base_kw[min(k, steps - 1)])
-        self._csms.set_non_ev_load(base_next, now)
-        if signal is not None:
-            self._csms.set_external_limit(ev_limit_kw(
-                signal, self.scenario.site.grid_limit_kw, base_next, self._csms.ev_minimum_kw()))
-        return None
+        else:
+            base_next = float(self._base_kw[min(k, steps - 1)])
+            self._csms.set_non_ev_load(base_next, now)
+            if signal is not None:
+                self._csms.set_external_limit(ev_limit_kw(
+                    signal, self.scenario.site.grid_limit_kw, base_next,
+                    self._csms.ev_minimum_kw()))
+        if self.hook is not None:
+            self.hook.before_dlm(now, k, self._csms, self.plugged())
+        return decision
+
+    def plugged(self) -> list[PluggedEv]:
+        """The vehicles plugged in now, in session-id order."""
+        out: list[PluggedEv] = []
+        for sid in sorted(self._plugged):
+            session, start_net = self._plugged[sid]
+            station_id, evse_text = session.evse.split("/")
+            reading = self._stations[station_id].evse_state(int(evse_text))
+            net = reading.energy_register_kwh - reading.export_register_kwh
+            out.append(PluggedEv(session, net - start_net, reading.soc))
+        return out
 
     def _import_now(self, site_import: float | None, k: int) -> float:
         """Site import over step ``k`` [kW]: measured truth, or base load + EVs."""

@@ -156,8 +156,10 @@ class StationGroup(_Model):
         None, min_length=1, max_length=5000)
     kind: StationKind = "ac_22kw"
     evses: int = Field(1, ge=1, le=8)
-    ocpp_version: Literal["1.6", "2.0.1"] = "2.0.1"
+    ocpp_version: Literal["1.6", "2.0.1", "2.1"] = "2.0.1"
     meter_interval_s: int = Field(60, ge=1)
+    #: EVSEs can discharge V2G vehicles (OCPP 2.1 only; 1.6 / 2.0.1 stay charge-only).
+    bidirectional: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -236,7 +238,9 @@ class Sessions(_Model):
 class FleetModel(_Model):
     """An EV model given in the scenario instead of drawn from the ev2gym specs.
 
-    ``ac_phases``: on-board charger phases; ``weight``: relative share in the draw.
+    ``ac_phases``: on-board charger phases; ``weight``: relative share in the draw;
+    ``v2g``: bidirectional (discharges only on a bidirectional EVSE of a 2.1 station);
+    ``ac_max_discharge_kw`` / ``dc_max_discharge_kw``: its discharge limits at the meter.
     """
 
     name: str
@@ -245,6 +249,9 @@ class FleetModel(_Model):
     ac_phases: Literal[1, 3] = 3
     dc_max_power_kw: float = Field(0.0, ge=0)
     weight: float = Field(1.0, gt=0)
+    v2g: bool = False
+    ac_max_discharge_kw: float = Field(0.0, ge=0)
+    dc_max_discharge_kw: float = Field(0.0, ge=0)
 
 
 class Vehicles(_Model):
@@ -265,6 +272,8 @@ class Vehicles(_Model):
     min_arrival_soc: float = Field(0.05, ge=0, lt=1)
     charge_efficiency: float = Field(0.92, gt=0, le=1)
     taper_knee_soc: float = Field(0.8, gt=0, le=1)
+    #: V2G floor: discharging never takes a vehicle below this state of charge.
+    v2g_min_soc: float = Field(0.2, ge=0, le=1)
 
 
 class Prices(_Model):

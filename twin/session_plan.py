@@ -25,6 +25,9 @@ class EvModel:
     ac_max_power_kw: float
     ac_phases: int
     dc_max_power_kw: float
+    v2g: bool = False
+    ac_max_discharge_kw: float = 0.0
+    dc_max_discharge_kw: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""CSMS: OCPP 2.0.1 / 1.6 server (websockets + ocpp library) with dynamic load management.
+"""CSMS: OCPP 2.1 / 2.0.1 / 1.6 server (websockets + ocpp library) with DLM and V2G.
 
 ``Csms`` accepts stations, keeps a registry of stations, EVSEs and transactions, installs
 a fail-safe TxDefaultProfile at boot and sends the DLM's set-points as TxProfiles
-(OCPP 2.0.1 Part 2 section K). Time is injected; nothing reads the wall clock.
+(OCPP 2.0.1 Part 2 section K). On OCPP 2.1 stations a controller's signed set-point per
+EVSE (``Csms.set_evse_setpoint_kw``; positive = import / charging, negative = export /
+discharging, kW) goes out as a CentralSetpoint TxProfile. Time is injected; nothing reads
+the wall clock.
 """
 
 from controllers.csms.auth import hash_password

@@ -27,6 +27,8 @@ class EvseConfig(BaseModel):
         phases: phases wired to the EVSE (1 or 3; DC chargers load all site phases).
         phase_rotation: OCPP phase rotation (``RST`` ...); anything else is unknown and a
             1-phase vehicle is then reserved on every site phase (worst case).
+        bidirectional: the EVSE can discharge (V2G); used only with an OCPP 2.1 station,
+            see :meth:`controllers.csms.Csms.set_evse_setpoint_kw`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,7 @@ class EvseConfig(BaseModel):
     min_power_kw: float = Field(default=1.0, ge=0)
     phases: int = Field(default=3, ge=1, le=3)
     phase_rotation: str = "RST"
+    bidirectional: bool = False
 
     @model_validator(mode="after")
     def _rating_given(self) -> "EvseConfig":

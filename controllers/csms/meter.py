@@ -1,10 +1,14 @@
-"""Meter values (OCPP 1.6 and 2.0.1) to one reading in SI units.
+"""Meter values (OCPP 1.6, 2.0.1 and 2.1) to one reading in SI units.
 
 Both versions carry ``meterValue: [{timestamp, sampledValue: [...]}]``; a sampled value
 has ``value`` (1.6: a string; 2.0.1: a number), optional ``measurand`` (default
 ``Energy.Active.Import.Register``), ``phase`` (``L1``, ``L2-N`` ...), ``location`` and a
 unit (1.6: ``unit``; 2.0.1: ``unitOfMeasure {unit, multiplier}``, value x 10^multiplier).
 The ocpp library hands them over with snake_case keys.
+
+V2G (OCPP 2.1 stations): ``Energy.Active.Export.Register`` and ``Power.Active.Export``
+are read as well; both are magnitudes (>= 0) in the OCPP measurands. Sign convention of
+this package: positive = import (the EVSE charges), negative = export (it discharges).
 """
 
 import math
@@ -28,6 +32,8 @@ class MeterReading:
         current_a: Current.Import per EVSE phase (1..3) [A]; a value without phase is
             stored under 0 and means "every phase".
         soc: state of charge (0..1).
+        export_energy_wh: Energy.Active.Export.Register [Wh] (V2G), None if absent.
+        export_power_w: Power.Active.Export [W] (>= 0), None if absent.
     """
 
     timestamp: datetime | None = None
@@ -35,6 +41,15 @@ class MeterReading:
     power_w: float | None = None
     current_a: dict[int, float] = field(default_factory=dict)
     soc: float | None = None
+    export_energy_wh: float | None = None
+    export_power_w: float | None = None
+
+    @property
+    def net_power_w(self) -> float | None:
+        """Signed power [W]: import - export (negative while discharging)."""
+        if self.power_w is None and self.export_power_w is None:
+            return None
+        return (self.power_w or 0.0) - (self.export_power_w or 0.0)
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -114,6 +129,10 @@ def parse_meter_values(meter_values: Sequence[Mapping[str, Any]] | None) -> Mete
                     power_phases[phase] = value
             elif measurand == "Current.Import":
                 reading.current_a[phase or 0] = value
+            elif measurand == "Energy.Active.Export.Register" and phase is None:
+                reading.export_energy_wh = value
+            elif measurand == "Power.Active.Export" and phase is None:
+                reading.export_power_w = value
             elif measurand == "SoC":
                 reading.soc = min(max(value / 100.0, 0.0), 1.0)
     if reading.energy_wh is None and energy_phases:

@@ -15,6 +15,12 @@ on the station); Absolute with ``startSchedule`` for the station maximum (Relati
 needs a session start, which a station-wide maximum does not have). Limits carry at
 most one decimal (the 2.0.1 schema's description, the 1.6 schema's ``multipleOf: 0.1``).
 
+OCPP 2.1 (V2G): :func:`profile_v21_setpoint` builds the TxProfile of a signed set-point,
+one period with ``operationMode`` ``CentralSetpoint``, ``setpoint`` in W (positive =
+import / charging, negative = export / discharging), ``limit = max(setpoint, 0)`` and
+``dischargeLimit = min(setpoint, 0)`` so the station never overshoots it in either
+direction. Same id as the DLM's TxProfile (it replaces it, and the DLM's replaces it back).
+
 The builders return snake_case dicts for the ocpp library's call dataclasses.
 """
 
@@ -74,6 +80,30 @@ def profile_v201(
     if transaction_id is not None:
         profile["transaction_id"] = transaction_id
     return profile
+
+
+def profile_v21_setpoint(
+    profile_id: int, setpoint_w: float, *, transaction_id: str
+) -> dict[str, Any]:
+    """A 2.1 TxProfile: one CentralSetpoint period of ``setpoint_w`` [W, signed]."""
+    sp = round(setpoint_w, 1)
+    period = {
+        "start_period": 0,
+        "operation_mode": "CentralSetpoint",
+        "setpoint": sp,
+        "limit": max(sp, 0.0),
+        "discharge_limit": min(sp, 0.0),
+    }
+    return {
+        "id": profile_id,
+        "stack_level": 0,
+        "charging_profile_purpose": "TxProfile",
+        "charging_profile_kind": "Relative",
+        "charging_schedule": [
+            {"id": profile_id, "charging_rate_unit": "W", "charging_schedule_period": [period]}
+        ],
+        "transaction_id": transaction_id,
+    }
 
 
 def profile_v16(

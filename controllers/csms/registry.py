@@ -25,7 +25,10 @@ class TransactionRecord:
         id_token: the driver's id token / id tag, when known.
         started_at / stopped_at: CSMS time of start and end.
         meter_start_wh / meter_stop_wh: energy register at start / stop [Wh].
-        energy_wh: latest energy register [Wh]; power_w latest power [W].
+        energy_wh: latest energy register [Wh]; power_w latest power [W], signed:
+            import - export (negative while a 2.1 EVSE discharges).
+        export_start_wh / export_wh: export energy register (V2G, OCPP 2.1) at the first
+            reading and latest [Wh], None when the station does not report it.
         current_a: latest current per EVSE phase [A] (key 0: without phase).
         soc: latest state of charge (0..1).
         measured_at: time of the latest meter value (min of its timestamp and CSMS now).
@@ -55,6 +58,15 @@ class TransactionRecord:
     cable_max_current_a: float | None = None
     charging_state: str | None = None
     stopped_reason: str | None = None
+    export_start_wh: float | None = None
+    export_wh: float | None = None
+
+    @property
+    def energy_exported_wh(self) -> float:
+        """Energy exported (V2G discharge) since the start [Wh], 0 when unknown."""
+        if self.export_wh is None or self.export_start_wh is None:
+            return 0.0
+        return max(self.export_wh - self.export_start_wh, 0.0)
 
     @property
     def active(self) -> bool:
@@ -74,8 +86,13 @@ class TransactionRecord:
             self.energy_wh = reading.energy_wh
             if self.meter_start_wh is None:
                 self.meter_start_wh = reading.energy_wh
-        if reading.power_w is not None:
-            self.power_w = reading.power_w
+        net_w = reading.net_power_w
+        if net_w is not None:
+            self.power_w = net_w
+        if reading.export_energy_wh is not None:
+            self.export_wh = reading.export_energy_wh
+            if self.export_start_wh is None:
+                self.export_start_wh = reading.export_energy_wh
         if reading.current_a:
             self.current_a.update(reading.current_a)
             phased = {p: i for p, i in reading.current_a.items() if p > 0}
@@ -127,7 +144,7 @@ class StationRecord:
 
     Attributes:
         station_id: identity from the URL path.
-        ocpp_version: ``"2.0.1"`` or ``"1.6"`` (negotiated subprotocol).
+        ocpp_version: ``"2.1"``, ``"2.0.1"`` or ``"1.6"`` (negotiated subprotocol).
         vendor / model / firmware / serial: from BootNotification.
         connected: WebSocket open now.
         last_seen: CSMS time of the last frame received.

@@ -32,10 +32,10 @@ from ocpp.exceptions import (
     ProtocolError,
 )
 
-SUBPROTOCOLS: tuple[str, ...] = ("ocpp2.0.1", "ocpp1.6")
+SUBPROTOCOLS: tuple[str, ...] = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 """Accepted WebSocket subprotocols, preferred first."""
 
-VERSION_OF_SUBPROTOCOL = {"ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
+VERSION_OF_SUBPROTOCOL = {"ocpp2.1": "2.1", "ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
 
 MAX_DESCRIPTION = 255
 """errorDescription is limited to 255 characters (2.0.1 Part 4)."""
@@ -74,6 +74,7 @@ CODES = {
         occurrence="OccurrenceConstraintViolation",
     ),
 }
+CODES["2.1"] = CODES["2.0.1"]  # OCPP 2.1 Part 4 keeps 2.0.1's RPC error codes
 
 
 def error_code(exc: OCPPError, version: str) -> str:

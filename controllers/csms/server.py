@@ -1,4 +1,4 @@
-"""The CSMS: OCPP 2.0.1 / 1.6 server with dynamic load management.
+"""The CSMS: OCPP 2.1 / 2.0.1 / 1.6 server with dynamic load management and V2G.
 
 ``Csms`` owns a websockets server (``ws://host:port/<station id>``, or any prefix path
 such as ``/ocpp/<station id>``), one :class:`~controllers.csms.station.StationLink` per
@@ -18,7 +18,8 @@ Admission (OCPP-J, OCPP 2.0.1 Part 4 section 3 and Part 2 section A):
   or unknown gives HTTP 401); 2 and 3 serve ``wss://`` (TLS 1.2+); 3 requires a client
   certificate from ``tls_ca_file`` whose subject CN is the station id (else HTTP 403).
   Every authentication failure is also emitted as ``security.auth_failed``;
-- subprotocol ``ocpp2.0.1`` or ``ocpp1.6`` (2.0.1 preferred). A client offering none of
+- subprotocol ``ocpp2.1``, ``ocpp2.0.1`` or ``ocpp1.6`` (in that order of preference;
+  a 2.1 link is a :class:`~controllers.csms.station.Station21`). A client offering none of
   them completes the handshake without a ``Sec-WebSocket-Protocol`` header and is closed
   at once (code 1002), as OCPP-J prescribes.
 
@@ -32,6 +33,11 @@ in use (``numberOfPhasesUsed``, per-phase Current.Import), cable and vehicle lim
 (``cableMaxCurrent``, NotifyEVChargingNeeds). An EVSE missing from the configuration is
 taken as AC, 3 phases, ``unknown_evse_max_current_a``, unknown rotation (a 1-phase
 vehicle is then reserved on every phase).
+
+V2G (OCPP 2.1): a controller (VPP, market) commands a signed set-point per EVSE with
+:meth:`Csms.set_evse_setpoint_kw`; sign convention: positive = import (charging),
+negative = export (discharging), kW at the EVSE meter. See that method for the rules
+(who may discharge, how the DLM counts it, why the site limit holds).
 
 Time is injected: handlers use the latest ``now`` given to :meth:`Csms.step` or
 :meth:`Csms.set_now`; nothing reads the wall clock (round-trip times use the injected
@@ -64,7 +70,13 @@ from controllers.csms.security import (
     report_handshake_failures,
     server_ssl_context,
 )
-from controllers.csms.station import CommandError, Station16, Station201, StationLink
+from controllers.csms.station import (
+    CommandError,
+    Station16,
+    Station21,
+    Station201,
+    StationLink,
+)
 from controllers.dlm import (
     DlmResult,
     EvseInput,
@@ -81,6 +93,8 @@ EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHANGE_EPS = 1e-9
+#: Marks a batch item as a 2.1 CentralSetpoint TxProfile (value in W, signed).
+_SETPOINT = "setpoint_w"
 
 
 @dataclass(frozen=True)
@@ -99,14 +113,17 @@ def _require_utc(now: datetime) -> datetime:
 
 
 class Csms:
-    """OCPP server (2.0.1 and 1.6) with dynamic load management.
+    """OCPP server (2.1, 2.0.1 and 1.6) with dynamic load management and V2G set-points.
 
     Args:
         config: site, DLM, admission and EVSE layout.
         on_event: receives ``(now, source, kind, payload)`` events: ``station.connected``
             / ``station.rejected`` / ``station.disconnected`` / ``station.booted`` /
             ``station.default_profile``, ``transaction.started`` / ``transaction.ended``,
-            ``dlm.setpoint`` (only on change) / ``dlm.setpoint_failed``,
+            ``dlm.setpoint`` (only on change) / ``dlm.setpoint_failed``, V2G (see
+            :meth:`set_evse_setpoint_kw`): ``v2g.setpoint`` (station, evse, transaction,
+            setpoint_kw), ``v2g.setpoint_clamped`` (station, evse, requested_kw, reason),
+            ``v2g.setpoint_rejected`` (station, evse, value [W], status),
             ``ocpp.callerror`` (sent or received), ``ocpp.frame`` (with
             ``record_frames``), ``security.auth_failed`` (station, reason, profile,
             HTTP status; never a password), ``security.tls_failed`` (a TLS handshake
@@ -174,6 +191,9 @@ class Csms:
         self._server: Server | None = None
         self._last: DlmResult | None = None
         self._tx_numbers = itertools.count(1)
+        self._targets: dict[EvseKey, float] = {}
+        self._v2g_sent: dict[EvseKey, float] = {}
+        self._v2g_refused: set[EvseKey] = set()
 
     # ================================================================ lifecycle
 
@@ -312,6 +332,103 @@ class Csms:
             priority,
         )
 
+    def set_evse_setpoint_kw(self, station_id: str, evse_id: int, power_kw: float | None) -> None:
+        """A controller's signed set-point for one EVSE [kW at its meter], from the next step.
+
+        Sign: positive = import (charge), negative = export (V2G discharge). ``None``
+        removes it (the EVSE returns to plain DLM allocation). The target applies to the
+        EVSE's open transaction and is forgotten when that transaction ends.
+
+        Rules (applied at every :meth:`step`):
+
+        - Discharge (``power_kw < 0``) is sent only to an OCPP 2.1 station whose EVSE is
+          configured ``bidirectional`` (:class:`~controllers.csms.config.EvseConfig`), as
+          a TxProfile with one ``CentralSetpoint`` period (``setpoint`` = ``power_kw`` x
+          1000 W, ``limit`` 0, ``dischargeLimit`` = the set-point). Elsewhere (1.6, 2.0.1,
+          not bidirectional) the target is clamped to 0 (charge-only: the EVSE is paused)
+          and ``v2g.setpoint_clamped`` is emitted. A station that answers Rejected (a
+          vehicle that is not V2G-capable) is clamped to 0 for the rest of the transaction
+          (``v2g.setpoint_rejected``).
+        - A discharging EVSE leaves the DLM's allocation; its *metered* export, at most
+          ``|power_kw|``, is credited to the site as headroom (the non-EV load handed to
+          the DLM is reduced by it). Export that is commanded but not yet metered (or that
+          stopped at the vehicle's V2G floor) is not credited, so the site limit holds
+          with the same guarantee as the DLM's: other EVSEs are raised only after the
+          export shows in a meter value, and are reduced at the next step when it stops
+          (the site may exceed its limit by the lost export for at most one meter
+          interval plus one control step).
+        - A charge target (``power_kw >= 0``, or a clamped one) caps the EVSE's maximum in
+          the DLM; the DLM may give less (the site limit always wins).
+
+        Raises:
+            ValueError: ``power_kw`` is not finite.
+        """
+        key = (station_id, evse_id)
+        if power_kw is None:
+            if self._targets.pop(key, None) is not None and key in self._v2g_sent:
+                self._end_discharge(key)
+            return
+        if power_kw != power_kw or power_kw in (float("inf"), float("-inf")):
+            raise ValueError(f"power_kw must be finite, got {power_kw}")
+        self._targets[key] = float(power_kw)
+        if power_kw >= 0.0 and key in self._v2g_sent:
+            self._end_discharge(key)
+
+    def setpoint_targets(self) -> dict[EvseKey, float]:
+        """The controllers' signed set-points in force [kW] (see :meth:`set_evse_setpoint_kw`)."""
+        return dict(self._targets)
+
+    def _end_discharge(self, key: EvseKey) -> None:
+        """Back to the DLM: its next TxProfile must replace the CentralSetpoint one."""
+        self._v2g_sent.pop(key, None)
+        self._setpoints.pop(key, None)
+        self._uncontrolled.add(key)  # worst case until a DLM TxProfile is accepted
+
+    def _can_discharge(self, key: EvseKey) -> bool:
+        station = self.registry.station(key[0])
+        config = self._evse_config(*key)
+        return (
+            station.ocpp_version == "2.1"
+            and config is not None
+            and config.bidirectional
+            and key not in self._v2g_refused
+        )
+
+    def _apply_targets(
+        self, inputs: list[EvseInput], site: SiteMeasurement
+    ) -> tuple[list[EvseInput], SiteMeasurement, dict[EvseKey, float]]:
+        """Split the DLM inputs: discharging EVSEs out (credited), targets as maxima."""
+        kept: list[EvseInput] = []
+        discharging: dict[EvseKey, float] = {}
+        credit_kw = 0.0
+        voltage_v = self.config.site.voltage_v
+        for evse in inputs:
+            key = evse.key
+            target = self._targets.get(key)
+            if target is None:
+                kept.append(evse)
+                continue
+            if target < 0.0 and self._can_discharge(key):
+                discharging[key] = target
+                tx = self.registry.active_transaction_on(*key)
+                exported_kw = max(-(tx.power_w or 0.0), 0.0) / 1000.0 if tx else 0.0
+                credit_kw += min(exported_kw, -target)
+                continue
+            if target < 0.0:
+                if key not in self._v2g_refused:
+                    self.emit("dlm", "v2g.setpoint_clamped", {
+                        "station": key[0], "evse": key[1], "requested_kw": target,
+                        "reason": "charge-only EVSE (not OCPP 2.1 or not bidirectional)"})
+                target = 0.0
+            if evse.kind == "AC":
+                cap_a = target * 1000.0 / (voltage_v * max(len(evse.phases), 1))
+                kept.append(replace(evse, max_current_a=min(evse.max_current_a, cap_a)))
+            else:
+                kept.append(replace(evse, max_power_w=min(evse.max_power_w, target * 1000.0)))
+        if credit_kw > 0.0 and site.non_ev_load_kw is not None:
+            site = replace(site, non_ev_load_kw=site.non_ev_load_kw - credit_kw)
+        return kept, site, discharging
+
     # ===================================================================== DLM
 
     async def step(self, now: datetime) -> None:
@@ -346,11 +463,23 @@ class Csms:
         """
         self.set_now(now)
         inputs = [self._profile_check(e, now) for e in self._dlm_inputs(now)]
-        result = allocate(
-            self.config.site, self._site_measurement(now), inputs, self.config.dlm, now
-        )
+        inputs, site, discharging = self._apply_targets(inputs, self._site_measurement(now))
+        result = allocate(self.config.site, site, inputs, self.config.dlm, now)
         self._last = result
         batches: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
+        for key, target in sorted(discharging.items()):
+            station_id, evse_id = key
+            tx = self.registry.active_transaction_on(station_id, evse_id)
+            if tx is None or station_id not in self._links or station_id in self._sending:
+                continue
+            if self._v2g_sent.get(key) == target:
+                continue
+            self._v2g_sent[key] = target
+            self.emit("dlm", "v2g.setpoint", {"station": station_id, "evse": evse_id,
+                                              "transaction": tx.transaction_id,
+                                              "setpoint_kw": target})
+            item = (evse_id, tx.transaction_id, target * 1000.0, _SETPOINT)
+            batches.setdefault(station_id, []).append(item)  # type: ignore[arg-type]
         raises: dict[str, list[tuple[int, str, float, RateUnit]]] = {}
         must_shed: set[EvseKey] = set()
         for evse in inputs:
@@ -658,9 +787,16 @@ class Csms:
                         failed.append(station_id)
                     return
                 try:
-                    status = await link.send_tx_profile(evse_id, transaction_id, value, unit)
+                    if unit == _SETPOINT:
+                        assert isinstance(link, Station21)
+                        status = await link.send_setpoint(evse_id, transaction_id, value)
+                    else:
+                        status = await link.send_tx_profile(evse_id, transaction_id, value, unit)
                 except CommandError as exc:
                     status = exc.code
+                if unit == _SETPOINT:
+                    self._setpoint_result((station_id, evse_id), value, status)
+                    continue
                 if status == "Accepted":
                     self._uncontrolled.discard((station_id, evse_id))
                     continue
@@ -681,6 +817,22 @@ class Csms:
                 )
         finally:
             self._sending.discard(station_id)
+
+    def _setpoint_result(self, key: EvseKey, value_w: float, status: str) -> None:
+        """A CentralSetpoint TxProfile was answered: keep, refuse for the tx, or retry."""
+        if status == "Accepted":
+            self._setpoints[key] = 0.0  # the DLM's TxProfile must replace it afterwards
+            self._uncontrolled.discard(key)
+            return
+        self._v2g_sent.pop(key, None)
+        if status == "Rejected":
+            self._v2g_refused.add(key)
+            self._uncontrolled.add(key)  # a DLM TxProfile (clamped to 0) must follow
+            self._setpoints.pop(key, None)
+        logger.warning("EVSE %s: set-point %.0f W not applied: %s", key, value_w, status)
+        self.emit("csms", "v2g.setpoint_rejected" if status == "Rejected"
+                  else "dlm.setpoint_failed",
+                  {"station": key[0], "evse": key[1], "value": value_w, "status": status})
 
     # ========================================================== station host
 
@@ -803,8 +955,9 @@ class Csms:
         )
 
     def transaction_ended(self, tx: TransactionRecord) -> None:
-        """Forget the EVSE's set-point and vehicle needs; emit the event."""
+        """Forget the EVSE's set-point, V2G target and vehicle needs; emit the event."""
         self._forget((tx.station_id, tx.evse_id))
+        self._targets.pop((tx.station_id, tx.evse_id), None)
         self.registry.station(tx.station_id).evse(tx.evse_id).clear_ev()
         self.emit(
             "csms",
@@ -816,11 +969,14 @@ class Csms:
                 "id_token": tx.id_token,
                 "meter_stop_wh": tx.meter_stop_wh,
                 "energy_wh": tx.energy_delivered_wh,
+                "exported_wh": tx.energy_exported_wh,
                 "reason": tx.stopped_reason,
             },
         )
 
     def _forget(self, key: EvseKey) -> None:
+        self._v2g_sent.pop(key, None)
+        self._v2g_refused.discard(key)
         self._setpoints.pop(key, None)
         self._setpoint_since.pop(key, None)
         self._uncontrolled.discard(key)
@@ -923,11 +1079,13 @@ class Csms:
             )
             self._cancel_station_tasks(station_id)
             self._tasks_close(old)
-        link: StationLink = (
-            Station201(station_id, ws, self)
-            if version == "2.0.1"
-            else Station16(station_id, ws, self)
-        )
+        link: StationLink
+        if version == "2.1":
+            link = Station21(station_id, ws, self)
+        elif version == "2.0.1":
+            link = Station201(station_id, ws, self)
+        else:
+            link = Station16(station_id, ws, self)
         self._links[station_id] = link
         self._sockets[station_id] = ws
         station = self.registry.station(station_id)

@@ -51,6 +51,9 @@ from ocpp.v16 import ChargePoint as _ChargePoint16
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v21 import call as call21
+from ocpp.v21 import call_result as result21
+from ocpp.v21.enums import Action as Action21
 from ocpp.v201 import ChargePoint as _ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
@@ -65,6 +68,7 @@ from controllers.csms.profiles import (
     TX_DEFAULT_PROFILE_ID,
     RateUnit,
     profile_v16,
+    profile_v21_setpoint,
     profile_v201,
     tx_profile_id,
 )
@@ -689,6 +693,62 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
     def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
         """P01: no vendor extensions here."""
         return result201.DataTransfer(status="UnknownVendorId")
+
+
+class Station21(Station201):
+    """OCPP 2.1 endpoint (CSMS side): the 2.0.1 handlers on the 2.1 schemas, plus V2G.
+
+    The ``ocpp`` library's ``v21.ChargePoint`` only swaps the call / call-result modules
+    and the schema folder; this class does the same on :class:`Station201` (whose
+    handlers return dataclasses that serialise to valid 2.1 payloads). Meter values may
+    carry ``Energy.Active.Export.Register`` / ``Power.Active.Export`` (see
+    :mod:`controllers.csms.meter`). :meth:`send_setpoint` sends a CentralSetpoint
+    TxProfile (signed, W; positive = charge, negative = discharge).
+    """
+
+    version = "2.1"
+    _call = call21
+    _call_result = result21
+    _ocpp_version = "2.1"
+
+    def __init__(self, station_id: str, connection: Any, host: StationHost) -> None:
+        super().__init__(station_id, connection, host)
+        self._known_actions = frozenset(a.value for a in Action21)
+
+    async def _set_profile(
+        self,
+        evse_id: int,
+        profile_id: int,
+        purpose: ProfilePurpose,
+        limit: float,
+        unit: RateUnit,
+        *,
+        transaction_id: str | None = None,
+        start: datetime | None = None,
+    ) -> str:
+        """See :meth:`StationLink._set_profile` (2.1 K01; ChargingOnly, as in 2.0.1)."""
+        profile = profile_v201(
+            profile_id,
+            "ChargingStationMaxProfile" if purpose == "StationMax" else purpose,
+            limit,
+            unit,
+            transaction_id=transaction_id,
+            start=start,
+        )
+        result = await self.request(
+            call21.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
+        )
+        return str(result.status)
+
+    async def send_setpoint(self, evse_id: int, transaction_id: str, setpoint_w: float) -> str:
+        """TxProfile with one CentralSetpoint period [W, signed]; returns the status."""
+        profile = profile_v21_setpoint(
+            tx_profile_id(evse_id), setpoint_w, transaction_id=transaction_id
+        )
+        result = await self.request(
+            call21.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
+        )
+        return str(result.status)
 
 
 class Station16(StationLink, _ChargePoint16):  # type: ignore[misc]

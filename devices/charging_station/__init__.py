@@ -1,4 +1,4 @@
-"""Emulated OCPP 1.6 / 2.0.1 charging station: EVSEs, vehicles, charging profiles."""
+"""Emulated OCPP 1.6 / 2.0.1 / 2.1 charging station: EVSEs, vehicles, profiles, V2G (2.1)."""
 
 from devices.charging_station.evse import EvseReading, EvseSpec, StationSpec
 from devices.charging_station.profiles import (
@@ -10,6 +10,8 @@ from devices.charging_station.profiles import (
     ChargingSchedulePeriod,
     CompositePeriod,
     Limit,
+    Operation,
+    OperationMode,
     ProfileRejectedError,
     ProfileStore,
     RecurrencyKind,
@@ -29,6 +31,8 @@ __all__ = [
     "EvseReading",
     "EvseSpec",
     "Limit",
+    "Operation",
+    "OperationMode",
     "ProfileRejectedError",
     "ProfileStore",
     "RecurrencyKind",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from devices.charging_station.profiles import (
     ChargingRateUnit,
     ChargingSchedule,
     ChargingSchedulePeriod,
+    OperationMode,
     RecurrencyKind,
 )
 
@@ -46,14 +48,23 @@ def parse_time(s: str | None) -> datetime | None:
 
 
 def parse_schedule(s: dict[str, Any]) -> ChargingSchedule:
-    """A snake_case ChargingSchedule(Type) payload (either version) as a ChargingSchedule."""
+    """A snake_case ChargingSchedule(Type) payload (any version) as a ChargingSchedule.
+
+    2.1 periods may omit ``limit`` (then ``math.inf``: only the hardware limits) and carry
+    ``operationMode``, ``setpoint`` and ``dischargeLimit``.
+    """
     return ChargingSchedule(
         charging_rate_unit=ChargingRateUnit(s["charging_rate_unit"]),
         periods=tuple(
             ChargingSchedulePeriod(
                 start_period_s=int(p["start_period"]),
-                limit=float(p["limit"]),
+                limit=float(p["limit"]) if p.get("limit") is not None else math.inf,
                 number_phases=p.get("number_phases"),
+                operation_mode=OperationMode(p.get("operation_mode", "ChargingOnly")),
+                setpoint=None if p.get("setpoint") is None else float(p["setpoint"]),
+                discharge_limit=(
+                    None if p.get("discharge_limit") is None else float(p["discharge_limit"])
+                ),
             )
             for p in s["charging_schedule_period"]
         ),

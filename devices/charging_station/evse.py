@@ -30,6 +30,10 @@ class EvseSpec:
             the EVSE): the site phases the station's L1, L2, L3 are wired to, R=L1, S=L2,
             T=L3. "RST" -> a 1-phase vehicle loads site L1, "STR" -> L2, "TRS" -> L3.
         dc_voltage_v: nominal DC voltage used to convert A <-> W on a DC EVSE, V.
+        bidirectional: the EVSE can discharge a V2G vehicle (AC_BPT / DC_BPT). Only
+            meaningful on an OCPP 2.1 station: 1.6 and 2.0.1 stations are charge-only.
+        max_discharge_kw: hardware discharge limit at the meter, kW (>= 0); None: the same
+            as ``max_power_kw``.
     """
 
     evse_id: int
@@ -39,6 +43,8 @@ class EvseSpec:
     voltage_v: float = 230.0
     phase_rotation: str = "RST"
     dc_voltage_v: float = 400.0
+    bidirectional: bool = False
+    max_discharge_kw: float | None = None
 
     def __post_init__(self) -> None:
         if self.evse_id < 1:
@@ -47,7 +53,16 @@ class EvseSpec:
             raise ValueError(f"phases must be 1 or 3, got {self.phases}")
         if self.max_power_kw <= 0:
             raise ValueError("max_power_kw must be > 0")
+        if self.max_discharge_kw is not None and self.max_discharge_kw < 0:
+            raise ValueError("max_discharge_kw must be >= 0")
         phase_map(self.phase_rotation)  # validates
+
+    @property
+    def discharge_kw(self) -> float:
+        """Discharge capability at the meter, kW (0 unless ``bidirectional``)."""
+        if not self.bidirectional:
+            return 0.0
+        return self.max_power_kw if self.max_discharge_kw is None else self.max_discharge_kw
 
     def electrical(self) -> EvseElectrical:
         """The data the profile rules need."""
@@ -67,7 +82,7 @@ class StationSpec:
 
     Attributes:
         station_id: OCPP identity (last path segment of the CSMS URL).
-        ocpp_version: "1.6" or "2.0.1".
+        ocpp_version: "1.6", "2.0.1" or "2.1" (only 2.1 discharges a bidirectional EVSE).
         evses: its EVSEs, ids 1..n.
         vendor, model: reported in BootNotification.
         meter_interval_s: period of sampled meter values during a transaction, s
@@ -83,7 +98,7 @@ class StationSpec:
     """
 
     station_id: str
-    ocpp_version: Literal["1.6", "2.0.1"]
+    ocpp_version: Literal["1.6", "2.0.1", "2.1"]
     evses: tuple[EvseSpec, ...]
     vendor: str = "MiGrid"
     model: str = "TwinCharger"
@@ -99,7 +114,7 @@ class StationSpec:
         ids = [e.evse_id for e in self.evses]
         if sorted(ids) != list(range(1, len(ids) + 1)):
             raise ValueError(f"EVSE ids must be 1..n, got {ids}")
-        if self.ocpp_version not in ("1.6", "2.0.1"):
+        if self.ocpp_version not in ("1.6", "2.0.1", "2.1"):
             raise ValueError(f"unsupported OCPP version {self.ocpp_version!r}")
         if self.meter_interval_s <= 0:
             raise ValueError("meter_interval_s must be > 0")
@@ -113,8 +128,9 @@ class EvseReading:
 
     Attributes:
         evse_id: the EVSE.
-        power_kw: mean power at the meter over the last ``advance`` interval, kW.
-        energy_register_kwh: the meter register, kWh.
+        power_kw: mean power at the meter over the last ``advance`` interval, kW; signed,
+            positive = import (charging), negative = export (V2G discharging).
+        energy_register_kwh: the import meter register, kWh.
         offered_current_a: limit in force now (per phase for AC; DC current at the nominal
             DC voltage), A.
         offered_power_kw: the same limit as power, kW.
@@ -126,6 +142,9 @@ class EvseReading:
         connector_status: "Available", "Occupied" (2.0.1) or the 1.6 status.
         charging_state: 2.0.1 ChargingStateEnumType of the transaction, None outside one.
         online: whether the station is connected to its CSMS.
+        export_register_kwh: the export meter register (V2G), kWh.
+        operation_mode: OCPP 2.1 operationMode in force in a transaction (ChargingOnly,
+            CentralSetpoint, Idle), None outside one or on 1.6 / 2.0.1.
     """
 
     evse_id: int
@@ -140,6 +159,8 @@ class EvseReading:
     connector_status: str
     charging_state: str | None
     online: bool
+    export_register_kwh: float = 0.0
+    operation_mode: str | None = None
 
 
 @dataclass(slots=True)
@@ -158,6 +179,7 @@ class Session:
     started_at: datetime | None = None
     meter_start_wh: float = 0.0
     energy_kwh: float = 0.0
+    exported_kwh: float = 0.0
     seq_no: int = 0
     charging_state: str | None = None
     remote_start_id: int | None = None
@@ -175,9 +197,13 @@ class Evse:
     status: str = "Available"
     session: Session | None = None
     register_wh: float = 0.0
+    export_wh: float = 0.0  # export register (V2G)
     t: datetime | None = None  # physics time
     mark_t: datetime | None = None  # time of the last advance
     mark_wh: float = 0.0
+    mark_export_wh: float = 0.0
+    last_export_kwh: float = 0.0  # export of the last physics sub-step
+    operation_mode: str | None = None
     power_kw: float = 0.0
     n_used: int = 0
     station_current_a: tuple[float, float, float] = (0.0, 0.0, 0.0)

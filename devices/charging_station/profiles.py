@@ -54,6 +54,8 @@ __all__ = [
     "CompositePeriod",
     "EvseElectrical",
     "Limit",
+    "Operation",
+    "OperationMode",
     "ProfileRejectedError",
     "ProfileStore",
     "RecurrencyKind",
@@ -87,6 +89,30 @@ class RecurrencyKind(StrEnum):
     WEEKLY = "Weekly"
 
 
+class OperationMode(StrEnum):
+    """OCPP 2.1 OperationModeEnumType (ChargingSchedulePeriodType.operationMode).
+
+    The emulator implements ``ChargingOnly`` (the default: ``limit`` caps charging),
+    ``CentralSetpoint`` (follow ``setpoint``, negative = discharge, within ``limit`` and
+    ``dischargeLimit``) and ``Idle`` (no energy transfer); the others are rejected.
+    """
+
+    IDLE = "Idle"
+    CHARGING_ONLY = "ChargingOnly"
+    CENTRAL_SETPOINT = "CentralSetpoint"
+    EXTERNAL_SETPOINT = "ExternalSetpoint"
+    EXTERNAL_LIMITS = "ExternalLimits"
+    CENTRAL_FREQUENCY = "CentralFrequency"
+    LOCAL_FREQUENCY = "LocalFrequency"
+    LOCAL_LOAD_BALANCING = "LocalLoadBalancing"
+
+
+#: Operation modes the emulator implements (2.1).
+SUPPORTED_OPERATION_MODES = frozenset(
+    {OperationMode.IDLE, OperationMode.CHARGING_ONLY, OperationMode.CENTRAL_SETPOINT}
+)
+
+
 class ChargingRateUnit(StrEnum):
     """Unit of schedule limits: per-phase current (A) or power (W)."""
 
@@ -100,13 +126,28 @@ class ChargingSchedulePeriod:
 
     Attributes:
         start_period_s: offset from the schedule start, seconds (first period: 0).
-        limit: limit in the schedule's unit (A per phase or W), >= 0.
+        limit: limit in the schedule's unit (A per phase or W), >= 0; ``math.inf`` when a
+            2.1 period omits it (no limit but the hardware's).
         number_phases: phases allowed (AC), None = 3 (the spec's default).
+        operation_mode: 2.1 operationMode (default ChargingOnly; 1.6/2.0.1 always).
+        setpoint: 2.1 setpoint in the schedule's unit, signed (negative = discharge); W:
+            the sum of all phases; A: per phase, like ``limit``.
+        discharge_limit: 2.1 dischargeLimit in the schedule's unit, <= 0 (same convention).
     """
 
     start_period_s: int
     limit: float
     number_phases: int | None = None
+    operation_mode: OperationMode = OperationMode.CHARGING_ONLY
+    setpoint: float | None = None
+    discharge_limit: float | None = None
+
+    @property
+    def discharges(self) -> bool:
+        """Whether the period asks for or allows discharging (2.1)."""
+        if self.operation_mode is OperationMode.CENTRAL_SETPOINT:
+            return (self.setpoint or 0.0) < 0.0
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +239,23 @@ class Limit(NamedTuple):
     phases: int | None
 
 
+class Operation(NamedTuple):
+    """The 2.1 operation mode in force at an EVSE, powers as W at the meter (signed).
+
+    Attributes:
+        mode: the operation mode (ChargingOnly when no profile says otherwise).
+        setpoint_w: signed set-point, W (positive = import / charge), None if none.
+        discharge_limit_w: discharge limit, W (<= 0), None if none.
+    """
+
+    mode: OperationMode
+    setpoint_w: float | None = None
+    discharge_limit_w: float | None = None
+
+
+_CHARGING_ONLY = Operation(OperationMode.CHARGING_ONLY)
+
+
 @dataclass(frozen=True, slots=True)
 class CompositePeriod:
     """One period of a composite schedule (relative to the requested start).
@@ -236,6 +294,7 @@ class _Entry:
     duration: float
     starts: tuple[float, ...]
     values: tuple[tuple[float, int], ...]  # (A per phase or W, phases) in the EVSE's domain
+    ops: tuple[Operation, ...] = ()  # per period, powers in W at the meter
 
 
 @dataclass(slots=True)
@@ -527,7 +586,9 @@ class ProfileStore:
         elec = elec or self._elec(evse_id)
         s = p.schedule
         values: list[tuple[float, int]] = []
+        ops: list[Operation] = []
         for per in s.periods:
+            ops.append(_operation(per, s.charging_rate_unit, elec))
             if elec.kind == "AC":
                 n = min(per.number_phases or 3, elec.phases)
                 if s.charging_rate_unit is ChargingRateUnit.A:
@@ -558,6 +619,7 @@ class ProfileStore:
             duration=duration,
             starts=tuple(float(per.start_period_s) for per in s.periods),
             values=tuple(values),
+            ops=tuple(ops),
         )
 
     def _reindex(self) -> None:
@@ -581,6 +643,44 @@ class ProfileStore:
             for lst in (ix.tx, ix.tx_default, ix.station_max):
                 lst.sort(key=lambda e: (e.profile.stack_level, e.evse_id != 0, e.seq), reverse=True)
         self._index = index
+
+    def operation_at(self, evse_id: int, t: datetime, *, include_tx: bool = True) -> Operation:
+        """The 2.1 operation mode in force on ``evse_id`` at ``t`` (W at the meter).
+
+        Taken from the period in force of the profile that sets the limit (TxProfile, else
+        TxDefaultProfile, by the same stacking rule as :meth:`limit_at`); ChargingOnly when
+        none contributes. A ChargingStationMaxProfile caps charging only (its limit).
+
+        Raises:
+            KeyError: unknown EVSE.
+        """
+        ts = _ts(t)
+        idx = self._index[evse_id]
+        tx = self._tx.get(evse_id)
+        anchor = tx.start if tx else ts
+        lists = ([idx.tx] if include_tx else []) + [idx.tx_default]
+        for entries in lists:
+            for e in entries:
+                i = self._period_index(e, ts, anchor)
+                if i is not None:
+                    return e.ops[i] if e.ops else _CHARGING_ONLY
+        return _CHARGING_ONLY
+
+    @staticmethod
+    def _period_index(e: _Entry, t: float, rel_anchor: float) -> int | None:
+        if t < e.valid_from or t >= e.valid_to:
+            return None
+        kind = e.profile.kind
+        if kind is ChargingProfileKind.ABSOLUTE:
+            a = e.anchor
+        elif kind is ChargingProfileKind.RECURRING:
+            a = e.anchor + math.floor((t - e.anchor) / e.recurrence_s) * e.recurrence_s
+        else:
+            a = rel_anchor
+        x = t - a
+        if x < 0 or x >= e.duration:
+            return None
+        return bisect_right(e.starts, x) - 1
 
     @staticmethod
     def _value(e: _Entry, t: float, rel_anchor: float) -> tuple[float, int] | None:
@@ -662,3 +762,23 @@ class ProfileStore:
             for s in e.starts:
                 yield a + s
             yield a + e.duration
+
+
+def _operation(
+    per: ChargingSchedulePeriod, unit: ChargingRateUnit, elec: EvseElectrical
+) -> Operation:
+    """A period's 2.1 operation with set-point and discharge limit as W at the meter."""
+    if per.operation_mode is OperationMode.CHARGING_ONLY and per.setpoint is None:
+        return _CHARGING_ONLY
+
+    def watts(v: float | None) -> float | None:
+        if v is None:
+            return None
+        if unit is ChargingRateUnit.W:
+            return float(v)
+        if elec.kind == "AC":
+            n = min(per.number_phases or 3, elec.phases)
+            return v * elec.voltage_v * n
+        return v * elec.dc_voltage_v
+
+    return Operation(per.operation_mode, watts(per.setpoint), watts(per.discharge_limit))

@@ -37,6 +37,7 @@ from ocpp.charge_point import (
 from ocpp.messages import Call
 from ocpp.routing import on as _on
 from ocpp.v16.enums import Action as Action16
+from ocpp.v21.enums import Action as Action21
 from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import ConnectionClosed
 
@@ -77,7 +78,7 @@ class RpcError(Exception):
 
 
 def error_code(version: str, code: str) -> str:
-    """The CALLERROR code spelled as OCPP ``version`` ("1.6" or "2.0.1") spells it."""
+    """The CALLERROR code spelled as OCPP ``version`` ("1.6", "2.0.1", "2.1") spells it."""
     return _CODES_16.get(code, code) if version == "1.6" else code
 
 
@@ -92,7 +93,8 @@ def _validator(version: str, action: str, response: bool) -> Callable[[Any], Any
         path = _SCHEMA_ROOT / "v16" / "schemas" / f"{name}.json"
     else:
         name = action + ("Response" if response else "Request")
-        path = _SCHEMA_ROOT / "v201" / "schemas" / f"{name}.json"
+        folder = "v21" if version == "2.1" else "v201"
+        path = _SCHEMA_ROOT / folder / "schemas" / f"{name}.json"
     fn: Callable[[Any], Any] | None = None
     if path.is_file():
         schema = orjson.loads(path.read_text(encoding="utf-8-sig"))
@@ -137,7 +139,7 @@ def validate(version: str, action: str, payload: Any, *, response: bool = False)
 
 def known_action(version: str, action: str) -> bool:
     """Whether ``action`` is an action of OCPP ``version``."""
-    enum = Action16 if version == "1.6" else Action201
+    enum: Any = {"1.6": Action16, "2.1": Action21}.get(version, Action201)
     try:
         enum(action)
     except ValueError:
@@ -178,6 +180,11 @@ class StationLinkMixin:
             st._on_reply(msg)
             return
         uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else "-1"
+        if version == "2.1" and mtype in (5, 6):
+            # OCPP-J 2.1 CALLRESULTERROR (5) / SEND (6): never answered; the emulator
+            # neither uses nor acts on them (the ``ocpp`` 2.1.0 library has neither).
+            st._emit("ocpp.unhandled_frame", {"message_type": mtype, "message_id": uid})
+            return
         if mtype != 2:
             st._note_bad_frame(raw_msg, f"message type {mtype}")
             await self._send_error(

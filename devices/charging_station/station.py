@@ -1,7 +1,9 @@
 """The charging-station emulator: physics of its EVSEs and an OCPP-J client to a CSMS.
 
-One version-independent :class:`ChargingStation`; what differs between OCPP 1.6 and 2.0.1
-lives in :mod:`devices.charging_station.v16` and :mod:`devices.charging_station.v201`.
+One version-independent :class:`ChargingStation`; what differs between OCPP 1.6, 2.0.1 and
+2.1 lives in :mod:`devices.charging_station.v16`, :mod:`devices.charging_station.v201` and
+:mod:`devices.charging_station.v21` (V2G: bidirectional EVSEs, operation modes, export
+metering; sign convention positive = import / charging, negative = export / discharging).
 
 Time is injected: every public method takes ``now`` (tz-aware UTC) or uses the latest one
 given; nothing here reads the wall clock or sleeps. The only real-time element is the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,18 +47,28 @@ from devices.charging_station.evse import (
 )
 from devices.charging_station.faults import MALFORMED_KINDS, StationFault, StationFaults
 from devices.charging_station.profiles import (
+    SUPPORTED_OPERATION_MODES,
     ChargingProfile,
     ChargingProfilePurpose,
     ChargingRateUnit,
     CompositePeriod,
     Limit,
+    OperationMode,
     ProfileRejectedError,
     ProfileStore,
 )
 from devices.charging_station.rpc import RpcError, validate
-from devices.vehicle import VehicleSpec, VehicleState, charge
+from devices.vehicle import VehicleSpec, VehicleState, charge, discharge
 
-__all__ = ["ChargingStation", "EventSink"]
+__all__ = ["REASON_NO_V2X", "REASON_UNSUPPORTED_MODE", "ChargingStation", "EventSink"]
+
+#: SetChargingProfile statusInfo.reasonCode (2.1) for an operationMode the emulator does not
+#: implement (ExternalSetpoint, ExternalLimits, CentralFrequency, LocalFrequency,
+#: LocalLoadBalancing).
+REASON_UNSUPPORTED_MODE = "UnsupportedParam"
+#: ... for a discharging period on an EVSE that is not bidirectional, or (TxProfile) with a
+#: vehicle that is not V2G-capable.
+REASON_NO_V2X = "UnsupportedRequest"
 
 LOGGER = logging.getLogger("devices.charging_station")
 
@@ -202,6 +215,10 @@ class ChargingStation:
             from devices.charging_station.v16 import V16Dialect
 
             return V16Dialect(self)
+        if self.spec.ocpp_version == "2.1":
+            from devices.charging_station.v21 import V21Dialect
+
+            return V21Dialect(self)
         from devices.charging_station.v201 import V201Dialect
 
         return V201Dialect(self)
@@ -362,10 +379,12 @@ class ChargingStation:
             mark_t = ev.mark_t
             if mark_t is not None and now > mark_t:
                 dt = (now - mark_t).total_seconds()
-                ev.power_kw = (ev.register_wh - ev.mark_wh) * 3.6 / dt
+                net_wh = (ev.register_wh - ev.mark_wh) - (ev.export_wh - ev.mark_export_wh)
+                ev.power_kw = net_wh * 3.6 / dt
                 self._update_currents(ev)
             ev.mark_t = now
             ev.mark_wh = ev.register_wh
+            ev.mark_export_wh = ev.export_wh
             sess = ev.session
             if sess is None or not sess.tx_active:
                 continue
@@ -412,8 +431,9 @@ class ChargingStation:
         sess = ev.session
         lim = self._limit(ev, self._now) if self._now is not None else Limit(0.0, 0.0, None)
         cur = [0.0, 0.0, 0.0]
+        sign = -1.0 if ev.power_kw < 0.0 else 1.0  # export: negative site-phase currents
         for i, c in enumerate(ev.station_current_a):
-            cur[ev.site_phase[i]] += c
+            cur[ev.site_phase[i]] += sign * c
         return EvseReading(
             evse_id=evse_id,
             power_kw=ev.power_kw,
@@ -427,6 +447,8 @@ class ChargingStation:
             connector_status=ev.status,
             charging_state=sess.charging_state if sess and sess.tx_active else None,
             online=self._online,
+            export_register_kwh=ev.export_wh / 1000.0,
+            operation_mode=ev.operation_mode if sess and sess.tx_active else None,
         )
 
     @property
@@ -485,8 +507,16 @@ class ChargingStation:
     # ----------------------------------------------------------------- CSMS commands
     # Called by the version handlers; each returns what the reply needs.
     def install_profile(self, evse_id: int, profile: ChargingProfile) -> tuple[bool, str | None]:
-        """Install a profile received from the CSMS; returns ``(accepted, reason_code)``."""
+        """Install a profile received from the CSMS; returns ``(accepted, reason_code)``.
+
+        2.1 operation modes: a period whose mode is not implemented is rejected with
+        :data:`REASON_UNSUPPORTED_MODE`; a discharging period (CentralSetpoint with a
+        negative setpoint) on an EVSE that is not bidirectional (EVSE 0: any of them),
+        or in a TxProfile while the vehicle plugged in is not V2G-capable, with
+        :data:`REASON_NO_V2X`.
+        """
         try:
+            self._check_v2x(evse_id, profile)
             replaced = self.profiles.install(profile, evse_id, self._now)
         except ProfileRejectedError as e:
             self._emit(
@@ -509,11 +539,32 @@ class ChargingStation:
                 "stack_level": profile.stack_level,
                 "kind": profile.kind.value,
                 "unit": profile.schedule.charging_rate_unit.value,
-                "limits": [p.limit for p in profile.schedule.periods],
+                "limits": [None if math.isinf(p.limit) else p.limit
+                           for p in profile.schedule.periods],
+                "operation_modes": [p.operation_mode.value for p in profile.schedule.periods],
+                "setpoints": [p.setpoint for p in profile.schedule.periods],
                 "replaced": replaced,
             },
         )
         return True, None
+
+    def _check_v2x(self, evse_id: int, profile: ChargingProfile) -> None:
+        periods = profile.schedule.periods
+        bad = sorted({p.operation_mode.value for p in periods
+                      if p.operation_mode not in SUPPORTED_OPERATION_MODES})
+        if bad:
+            raise ProfileRejectedError(REASON_UNSUPPORTED_MODE,
+                                       f"operationMode {', '.join(bad)} not supported")
+        if not any(p.discharges for p in periods):
+            return
+        evses = list(self.evses.values()) if evse_id == 0 else (
+            [self.evses[evse_id]] if evse_id in self.evses else [])
+        if self.spec.ocpp_version != "2.1" or not all(e.spec.bidirectional for e in evses):
+            raise ProfileRejectedError(REASON_NO_V2X, f"EVSE {evse_id} cannot discharge")
+        if profile.purpose is ChargingProfilePurpose.TX:
+            sess = evses[0].session if evses else None
+            if sess is None or not sess.vehicle.v2g:
+                raise ProfileRejectedError(REASON_NO_V2X, "vehicle is not V2G-capable")
 
     def clear_profiles(
         self,
@@ -693,19 +744,58 @@ class ChargingStation:
             return
         lim = self._limit(ev, t0)
         offered_kw, n = self._offer_kw(ev, sess, lim)
+        export_kw = 0.0
+        if self.spec.ocpp_version == "2.1":
+            offered_kw, export_kw = self._operation_kw(ev, sess, offered_kw, t0)
         if self.faults:
             offered_kw = self._faulty_offer_kw(ev, sess, offered_kw, t0)
         dt = (t_end - t0).total_seconds()
-        state, e_kwh = charge(sess.vehicle, sess.state, offered_kw, dt, ev.spec.kind)
+        x_kwh = 0.0
+        if export_kw > 0.0:
+            state, x_kwh = discharge(sess.vehicle, sess.state, export_kw, dt, ev.spec.kind)
+            e_kwh = 0.0
+        else:
+            state, e_kwh = charge(sess.vehicle, sess.state, offered_kw, dt, ev.spec.kind)
         sess.state = state
         sess.energy_kwh += e_kwh
+        sess.exported_kwh += x_kwh
         ev.register_wh += e_kwh * 1000.0
+        ev.export_wh += x_kwh * 1000.0
         ev.n_used = n
         ev.last_energy_kwh = e_kwh
-        ev.last_offered_kw = offered_kw
+        ev.last_export_kwh = x_kwh
+        ev.last_offered_kw = offered_kw if export_kw <= 0.0 else export_kw
+
+    def _operation_kw(
+        self, ev: Evse, sess: Session, offered_kw: float, t: datetime
+    ) -> tuple[float, float]:
+        """2.1: ``(charge offer, discharge request)`` at the meter under the operation mode, kW.
+
+        ChargingOnly: the limit. Idle: nothing. CentralSetpoint: a set-point >= 0 is a
+        charge offer capped by the limit; a negative one asks ``-setpoint`` kW of export,
+        capped by ``-dischargeLimit``, the EVSE's discharge rating, and (in
+        :func:`devices.vehicle.discharge`) the vehicle's rating and its V2G floor; only a
+        bidirectional EVSE with a V2G vehicle discharges.
+        """
+        op = self.profiles.operation_at(ev.spec.evse_id, t, include_tx=self._online)
+        ev.operation_mode = op.mode.value
+        if op.mode is OperationMode.IDLE:
+            return 0.0, 0.0
+        if op.mode is not OperationMode.CENTRAL_SETPOINT or op.setpoint_w is None:
+            return offered_kw, 0.0
+        sp_kw = op.setpoint_w / 1000.0
+        if sp_kw >= 0.0:
+            return min(offered_kw, sp_kw), 0.0
+        if not (ev.spec.bidirectional and sess.vehicle.v2g):
+            return 0.0, 0.0
+        want = -sp_kw
+        if op.discharge_limit_w is not None:
+            want = min(want, -op.discharge_limit_w / 1000.0)
+        return 0.0, max(0.0, min(want, ev.spec.discharge_kw))
 
     def _update_currents(self, ev: Evse) -> None:
-        p = ev.power_kw
+        """Current magnitudes per station phase (import or export, by the power's sign)."""
+        p = abs(ev.power_kw)
         spec = ev.spec
         if p <= 0.0:
             ev.station_current_a = (0.0, 0.0, 0.0)
@@ -718,7 +808,7 @@ class ChargingStation:
             ev.station_current_a = (i, i, i)
 
     def _charging_state(self, ev: Evse, sess: Session) -> str:
-        if ev.last_energy_kwh > 0.0:
+        if ev.last_energy_kwh > 0.0 or ev.last_export_kwh > 0.0:  # 2.1: discharging too
             return "Charging"
         if ev.last_offered_kw <= 0.0:
             return "SuspendedEVSE"

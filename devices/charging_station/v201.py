@@ -156,14 +156,7 @@ class V201Dialect(Dialect):
             "Started",
             trigger,
             info,
-            [
-                {
-                    "value": ev.register_wh,
-                    "measurand": "Energy.Active.Import.Register",
-                    "context": "Transaction.Begin",
-                    "unitOfMeasure": _UNIT_WH,
-                }
-            ],
+            self._registers(ev, "Transaction.Begin"),
         )
         msg["idToken"] = {"idToken": sess.id_token, "type": sess.id_token_type}
         msg["evse"] = {"id": ev.spec.evse_id, "connectorId": 1}
@@ -202,14 +195,7 @@ class V201Dialect(Dialect):
             "Ended",
             trigger,
             info,
-            [
-                {
-                    "value": ev.register_wh,
-                    "measurand": "Energy.Active.Import.Register",
-                    "context": "Transaction.End",
-                    "unitOfMeasure": _UNIT_WH,
-                }
-            ],
+            self._registers(ev, "Transaction.End"),
         )
         await st._wait([st._enqueue("TransactionEvent", msg, tx=True, wait=True)])
 
@@ -221,7 +207,7 @@ class V201Dialect(Dialect):
         """
         st = self.st
         assert st.now is not None
-        sv = sampled_values(st, ev, sess, context)
+        sv = self._sampled(ev, sess, context)
         if sess is not None and sess.tx_active and context == "Sample.Periodic":
             assert sess.transaction_id is not None
             st._enqueue(
@@ -230,7 +216,7 @@ class V201Dialect(Dialect):
                     sess,
                     "Updated",
                     "MeterValuePeriodic",
-                    {"transactionId": sess.transaction_id},
+                    self._info(ev, sess),
                     sv,
                 ),
                 tx=True,
@@ -244,16 +230,38 @@ class V201Dialect(Dialect):
                 },
             )
 
+    def _registers(self, ev: Evse, context: str) -> list[dict[str, Any]]:
+        """Sampled values of a transaction's begin / end: the energy register(s)."""
+        return [
+            {
+                "value": ev.register_wh,
+                "measurand": "Energy.Active.Import.Register",
+                "context": context,
+                "unitOfMeasure": _UNIT_WH,
+            }
+        ]
+
+    def _sampled(self, ev: Evse, sess: Session | None, context: str) -> list[dict[str, Any]]:
+        """Sampled values of a meter reading (J02)."""
+        return sampled_values(self.st, ev, sess, context)
+
+    def _info(self, ev: Evse, sess: Session) -> dict[str, Any]:
+        """The transactionInfo of a periodic TransactionEvent Updated."""
+        assert sess.transaction_id is not None
+        return {"transactionId": sess.transaction_id}
+
     def charging_state_changed(self, ev: Evse, sess: Session) -> None:
         """TransactionEvent Updated, ChargingStateChanged."""
         assert sess.transaction_id is not None
+        info = self._info(ev, sess)
+        info["chargingState"] = sess.charging_state
         self.st._enqueue(
             "TransactionEvent",
             self._tx_event(
                 sess,
                 "Updated",
                 "ChargingStateChanged",
-                {"transactionId": sess.transaction_id, "chargingState": sess.charging_state},
+                info,
                 None,
             ),
             tx=True,

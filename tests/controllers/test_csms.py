@@ -195,7 +195,7 @@ def test_meter_values_of_both_versions_parse_to_si_units() -> None:
 # ------------------------------------------------------------- admission
 
 
-@pytest.mark.parametrize("offered", [["ocpp2.1"], None])
+@pytest.mark.parametrize("offered", [["ocpp1.5"], None])
 async def test_client_without_a_supported_subprotocol_is_refused(
     harness: MakeHarness, offered: list[str] | None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -38,7 +38,7 @@ def test_flagship_is_a_week_on_54_evses() -> None:
     [
         (lambda d: d["site"].update(grid_limit_kw=-5), "site.grid_limit_kw"),
         (lambda d: d["stations"][0].update(kind="ac_7kw"), "stations.0.kind"),
-        (lambda d: d["stations"][0].update(ocpp_version="2.1"), "stations.0.ocpp_version"),
+        (lambda d: d["stations"][0].update(ocpp_version="2.2"), "stations.0.ocpp_version"),
         (lambda d: d["run"].update(start="2019-09-10T07:00:00"), "run.start"),
         (lambda d: d["run"].update(step_s=0), "run.step_s"),
         (lambda d: d["site"].update(voltage=230), "site.voltage"),
