@@ -55,7 +55,6 @@ from ocpp.v21 import call as call21
 from ocpp.v21 import call_result as result21
 from ocpp.v21.enums import Action as Action21
 from ocpp.v201 import ChargePoint as _ChargePoint201
-from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import ConnectionClosed
@@ -520,7 +519,7 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
         transaction_id: str | None = None,
         start: datetime | None = None,
     ) -> str:
-        """See :meth:`StationLink._set_profile` (2.0.1 K01 SetChargingProfile)."""
+        """See :meth:`StationLink._set_profile` (K01 SetChargingProfile; 2.1: ChargingOnly)."""
         profile = profile_v201(
             profile_id,
             "ChargingStationMaxProfile" if purpose == "StationMax" else purpose,
@@ -530,7 +529,7 @@ class Station201(StationLink, _ChargePoint201):  # type: ignore[misc]
             start=start,
         )
         result = await self.request(
-            call201.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
+            self._call.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
         )
         return str(result.status)
 
@@ -714,31 +713,6 @@ class Station21(Station201):
     def __init__(self, station_id: str, connection: Any, host: StationHost) -> None:
         super().__init__(station_id, connection, host)
         self._known_actions = frozenset(a.value for a in Action21)
-
-    async def _set_profile(
-        self,
-        evse_id: int,
-        profile_id: int,
-        purpose: ProfilePurpose,
-        limit: float,
-        unit: RateUnit,
-        *,
-        transaction_id: str | None = None,
-        start: datetime | None = None,
-    ) -> str:
-        """See :meth:`StationLink._set_profile` (2.1 K01; ChargingOnly, as in 2.0.1)."""
-        profile = profile_v201(
-            profile_id,
-            "ChargingStationMaxProfile" if purpose == "StationMax" else purpose,
-            limit,
-            unit,
-            transaction_id=transaction_id,
-            start=start,
-        )
-        result = await self.request(
-            call21.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
-        )
-        return str(result.status)
 
     async def send_setpoint(self, evse_id: int, transaction_id: str, setpoint_w: float) -> str:
         """TxProfile with one CentralSetpoint period [W, signed]; returns the status."""
