@@ -684,19 +684,8 @@ class ProfileStore:
 
     @staticmethod
     def _value(e: _Entry, t: float, rel_anchor: float) -> tuple[float, int] | None:
-        if t < e.valid_from or t >= e.valid_to:
-            return None
-        kind = e.profile.kind
-        if kind is ChargingProfileKind.ABSOLUTE:
-            a = e.anchor
-        elif kind is ChargingProfileKind.RECURRING:
-            a = e.anchor + math.floor((t - e.anchor) / e.recurrence_s) * e.recurrence_s
-        else:
-            a = rel_anchor
-        x = t - a
-        if x < 0 or x >= e.duration:
-            return None
-        return e.values[bisect_right(e.starts, x) - 1]
+        i = ProfileStore._period_index(e, t, rel_anchor)
+        return None if i is None else e.values[i]
 
     def _best(self, entries: list[_Entry], t: float, rel_anchor: float) -> tuple[float, int] | None:
         for e in entries:  # sorted by preference

@@ -946,14 +946,7 @@ class ChargingStation:
         fut: asyncio.Future[list[Any]] = loop.create_future()
         self._pending = (reply_id, "malformed", fut)
         try:
-            if self._record_frames:
-                self._frame("out", frame)
-            await self._ws.send(frame)
-            timer = loop.call_later(self._response_timeout, _expire, fut)
-            try:
-                reply = await fut
-            finally:
-                timer.cancel()
+            reply = await self._send_await(frame, fut)
         except (ConnectionClosed, ConnectionError, OSError):
             self._pending = None
             self._set_offline("connection lost during a call")
@@ -1224,14 +1217,7 @@ class ChargingStation:
         perf = self._perf
         t0 = perf() if perf is not None else 0.0
         try:
-            if self._record_frames:
-                self._frame("out", frame)
-            await self._ws.send(frame)
-            timer = loop.call_later(self._response_timeout, _expire, fut)
-            try:
-                reply = await fut
-            finally:
-                timer.cancel()
+            reply = await self._send_await(frame, fut)
         except (ConnectionClosed, ConnectionError, OSError):
             self._pending = None
             self._set_offline("connection lost during a call")
@@ -1276,6 +1262,17 @@ class ChargingStation:
                 LOGGER.exception("%s: reply handler of %s failed", self.station_id, action)
         self._resolve(item, result)
         return True
+
+    async def _send_await(self, frame: str, fut: asyncio.Future[list[Any]]) -> list[Any]:
+        """Send ``frame`` (recorded if asked); await its reply (expires after the timeout)."""
+        if self._record_frames:
+            self._frame("out", frame)
+        await self._ws.send(frame)
+        timer = asyncio.get_running_loop().call_later(self._response_timeout, _expire, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
 
     @staticmethod
     def _resolve(item: _Out, value: dict[str, Any] | None) -> None:
