@@ -158,6 +158,65 @@ def run(
         _serve_until_interrupted(server)
 
 
+@app.command("market")
+def market_command(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with prices).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write (default runs/<scenario>-market-<UTC>)."),
+    ] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs", help="Folder under which the study folder is created.")
+    ] = Path("runs"),
+) -> None:
+    """Compare uncontrolled, DLM only, rolling-horizon optimiser and perfect foresight.
+
+    Runs the scenario's day three times in the twin (uncontrolled, DLM, the market
+    optimiser in the loop), solves the perfect-foresight LP, settles each against the
+    real day-ahead prices per 15 min and writes ``market_comparison.json``. Exits 2 on a
+    bad scenario or a data set that cannot be fetched.
+    """
+    from twin.market_study import run_study
+    from twin.market_variants import LABELS
+
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        sc = load_scenario(scenario)
+        with Progress(console=console, transient=True) as fetching:
+            data_cache.ensure(sc.datasets, progress=fetching)
+        folder = out or new_run_dir(runs_root, f"{sc.name}-market")
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            task = progress.add_task("", total=None)
+
+            def on_progress(name: str, step: int, steps: int, t: datetime) -> None:
+                progress.update(task, description=name, total=steps, completed=step)
+
+            result = asyncio.run(run_study(sc, folder, on_progress=on_progress,
+                                           perf_counter=time.perf_counter))
+    except (ScenarioError, DataSetError, ValueError) as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from None
+    cur = result.currency
+    table = Table(title=f"{result.scenario}: market comparison (15-min settlement, {cur})")
+    for col in ("variant", f"cost [{cur}]", "vs PF", "peak import [kW]", "unmet [kWh]",
+                "export [kWh]", "import [kWh]", "V2G discharge [kWh]"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for name, v in result.variants.items():
+        g = result.gap(name)
+        table.add_row(LABELS[name], f"{v.cost:,.2f}", "" if g is None else f"{g * 100:+.1f} %",
+                      f"{v.peak_import_kw:.1f}", f"{v.unmet_kwh:.1f}", f"{v.export_kwh:.1f}",
+                      f"{v.settlement.import_kwh:.1f}",
+                      f"{v.extra.get('v2g_discharge_kwh', 0.0):.1f}")
+    console.print(table)
+    gap, ratio = result.rolling_gap, result.rolling_ratio
+    if ratio is not None and gap is not None:
+        console.print(f"rolling / perfect foresight cost: {ratio:.4f} "
+                      f"(gap {gap * 100:+.2f} % of |perfect foresight|; target within 5 %)")
+    console.print(f"study folder: {folder}")
+
+
 def _start_dashboard(root: Path, run_dirs: list[Path], host: str, port: int) -> Any:
     # The CLI is the one module of twin that imports dashboards (lazily): the dashboard
     # reads run folders and never needs the runtime.
