@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from market_testkit import random_evs
 
 from controllers.market.bids import BidPoint, HourlyBid, bids_table, day_ahead_bids
-from controllers.market.lp import AssetSpec, DepotProblem, EnergyTarget, MarketError, flat
+from controllers.market.lp import AssetSpec, DepotProblem, MarketError, flat
 
 T0 = datetime(2026, 3, 2, 23, tzinfo=UTC)  # 00:00 Europe/Berlin
 FEE_IN, FEE_OUT = 100.0, 5.0
@@ -23,27 +24,8 @@ def day(seed: int, hours: int, per_hour: int) -> DepotProblem:
     rng = np.random.default_rng(seed)
     n = hours * per_hour
     dt = timedelta(hours=1) / per_hour
-    assets = []
-    for i in range(int(rng.integers(0, 4))):
-        arr = int(rng.integers(0, n))
-        dep = int(rng.integers(arr + 1, n + 1))
-        p_max = np.zeros(n)
-        p_max[arr:dep] = 22.0
-        p_min = -p_max if rng.random() < 0.3 else np.zeros(n)
-        assets.append(
-            AssetSpec(
-                f"ev{i}",
-                p_min,
-                p_max,
-                flat(n + 1, 0),
-                flat(n + 1, 80),
-                5.0,
-                0.9,
-                0.9,
-                0.0,
-                (EnergyTarget(dep, float(rng.uniform(5, 60))),),
-            )
-        )
+    assets = random_evs(rng, n, power_kw=22.0, e0_kwh=5.0, degradation_per_kwh=0.0,
+                        need_kwh=(5, 60))
     if rng.random() < 0.7:
         assets.append(
             AssetSpec(

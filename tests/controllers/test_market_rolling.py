@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from market_testkit import random_evs
 
 from controllers.market.lp import (
     AssetSpec,
     DepotProblem,
-    EnergyTarget,
     MarketError,
     constraint_violations,
     flat,
@@ -45,27 +45,8 @@ def series(rng: np.random.Generator, days_before: int, days: int) -> DayAheadPri
 def depot(seed: int, hours: int, dt: timedelta) -> DepotProblem:
     rng = np.random.default_rng(seed)
     n = int(timedelta(hours=hours) / dt)
-    assets = []
-    for i in range(int(rng.integers(0, 4))):
-        arr = int(rng.integers(0, n))
-        dep = int(rng.integers(arr + 1, n + 1))
-        p_max = np.zeros(n)
-        p_max[arr:dep] = 11.0
-        p_min = -p_max if rng.random() < 0.3 else np.zeros(n)
-        assets.append(
-            AssetSpec(
-                f"ev{i}",
-                p_min,
-                p_max,
-                flat(n + 1, 0),
-                flat(n + 1, 80),
-                10.0,
-                0.9,
-                0.9,
-                0.02,
-                (EnergyTarget(dep, float(rng.uniform(10, 80))),),
-            )
-        )
+    assets = random_evs(rng, n, power_kw=11.0, e0_kwh=10.0, degradation_per_kwh=0.02,
+                        need_kwh=(10, 80))
     assets.append(
         AssetSpec(
             "bess",
