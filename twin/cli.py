@@ -30,6 +30,8 @@ from rich.progress import (
 from rich.table import Table
 
 from twin import data_cache
+from twin.cli_billing import billing_api_command
+from twin.cli_regress import regress_command
 from twin.datasets import DataSetError
 from twin.scenario import ScenarioError, load_scenario
 from twin.session_run import KpiAssertionError, new_run_dir, run_scenario
@@ -553,3 +555,8 @@ async def _serve_device(
     await serve_sunspec(kind, port, settings, started=lambda p: console.print(
         f"{kind}: Modbus TCP at {host}:{p}, unit {settings.get('unit', 1)}, SunS at 40000  "
         "(Ctrl-C to stop)"))
+
+
+# commands that live in their own modules (after the ones above in `migrid --help`)
+app.command("billing-api")(billing_api_command)
+app.command("regress")(regress_command)

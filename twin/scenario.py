@@ -27,6 +27,7 @@ from pydantic import (
 
 from twin.scenario_faults import StationFault
 from twin.scenario_grid import Grid
+from twin.scenario_regress import KpiTolerance, RegressionFlag
 from twin.scenario_site import SiteDevices
 from twin.scenario_time import UtcDatetime
 
@@ -377,6 +378,8 @@ class Scenario(_Model):
     run: Run
     assertions: list[Assertion] = Field(default_factory=list)
     faults: list[StationFault] = Field(default_factory=list)  # see twin.scenario_faults
+    regression: RegressionFlag = False  # migrid regress: see twin.scenario_regress
+    tolerances: dict[str, KpiTolerance] = Field(default_factory=dict)
 
     @field_validator("faults")
     @classmethod

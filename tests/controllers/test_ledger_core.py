@@ -49,7 +49,7 @@ def test_open_creates_schema_and_reopens(ledger_target: str) -> None:
         } <= names
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM ledger_alembic_version")).all() == [
-                ("0001_initial",)
+                ("0002_billing",)
             ]
             if db.dialect == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
