@@ -14,12 +14,14 @@ interval (:meth:`controllers.csms.Csms.set_evse_setpoint_kw`): negative (V2G dis
 on bidirectional 2.1 EVSEs, positive as a cap of the DLM's allocation, 0 to pause. The DLM
 still enforces the site limit. An AC EVSE cannot charge below its minimum current (6 A):
 a scheduled power below that minimum is delivered as the minimum for a matching share of
-the interval's steps (first-order sigma-delta, deterministic). If an LP is infeasible the
-EVSEs go back to the DLM (``None``) until the next solve.
+the interval's steps (first-order sigma-delta, deterministic), a step at the minimum only
+where the phases it loads have room in the step (else it waits, its credit kept). If an
+LP is infeasible the EVSEs go back to the DLM (``None``) until the next solve.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +31,7 @@ import numpy as np
 from controllers.csms import Csms
 from controllers.market.lp import FloatArray, InfeasibleError, solve
 from controllers.market.rolling import DayAheadPrices
+from devices.vehicle import TAPER_FLOOR_FRACTION
 from twin.market_problem import (
     INTERVAL,
     V2G_DEGRADATION_PER_KWH,
@@ -44,6 +47,9 @@ from twin.scenario import Scenario
 
 #: below this |power| [kW] a scheduled power is 0
 EPS_KW = 0.05
+#: set-point of a session the LP runs at its bound, over the vehicle's own limit: the
+#: DLM quantises a cap down to 0.1 A (0.6 % of 16 A) and reserves what it allocates
+AT_BOUND_FACTOR = 1.007
 
 
 @dataclass
@@ -53,6 +59,26 @@ class _Plan:
     k0: int
     power_kw: dict[str, FloatArray] = field(default_factory=dict)
     bound_kw: dict[str, FloatArray] = field(default_factory=dict)  # the LP's charge bound
+
+
+@dataclass(frozen=True)
+class _Pulse:
+    """A step at the AC minimum a session below it is due (first-order sigma-delta)."""
+
+    credit: float  # accumulated share of minimum-current steps owed in this interval
+
+
+def accepted_kw(cap: EvCapability, soc: float | None) -> float:
+    """What the vehicle accepts at ``soc`` [kW], capped by its EVSE.
+
+    The taper of :meth:`devices.vehicle.VehicleSpec.power_limit_kw`; the EVSE's limit
+    when the SoC is not reported.
+    """
+    if soc is None or soc <= cap.taper_knee_soc or not math.isfinite(cap.vehicle_max_kw):
+        return cap.charge_kw
+    k = (1.0 - TAPER_FLOOR_FRACTION) / (1.0 - cap.taper_knee_soc)
+    g = 1.0 - k * (min(soc, 1.0) - cap.taper_knee_soc)
+    return min(cap.charge_kw, cap.vehicle_max_kw * g)
 
 
 class MarketController:
@@ -94,9 +120,54 @@ class MarketController:
         if self._plan is None or self._plan.k0 != kk or not ids <= self._solved_ids:
             self._solve(now, kk, csms, plugged)
             self._solved_ids = ids
+        setpoints: dict[str, float | None] = {}
+        pulses: list[tuple[float, PluggedEv]] = []
+        for p in plugged:
+            sp = self._setpoint(p, kk)
+            if isinstance(sp, _Pulse):
+                pulses.append((sp.credit, p))
+            else:
+                setpoints[p.session.session_id] = sp
+        self._schedule_pulses(kk, csms, plugged, setpoints, pulses)
         for p in plugged:
             station_id, evse = p.session.evse.split("/")
-            csms.set_evse_setpoint_kw(station_id, int(evse), self._setpoint(p, kk))
+            csms.set_evse_setpoint_kw(station_id, int(evse), setpoints[p.session.session_id],
+                                      vehicle_phases=p.session.model.ac_phases)
+
+    def _schedule_pulses(
+        self,
+        kk: int,
+        csms: Csms,
+        plugged: Sequence[PluggedEv],
+        setpoints: dict[str, float | None],
+        pulses: list[tuple[float, PluggedEv]],
+    ) -> None:
+        """Grant minimum-current pulses that fit the phase budget, largest credit first.
+
+        A pulse that would take a phase over its share of the import limit (the DLM's
+        capacity per phase: ``(limit - non-EV load) / 3``) waits for a later step of the
+        interval, its credit kept; granted anyway it would pre-empt, in the DLM's
+        minimum stage, the fill of a vehicle the plan runs at its bound.
+        """
+        site = csms.site_measurement()
+        limit = float(import_limit_kw(self.scenario, [site.external_limit_kw])[0])
+        non_ev = site.non_ev_load_kw if site.non_ev_load_kw is not None else limit
+        budget = np.full(3, (limit - non_ev) / 3.0)
+        for p in plugged:
+            sp = setpoints.get(p.session.session_id)
+            if sp is not None:
+                budget -= sp * np.asarray(self._cap(p).phase_share)
+        for credit, p in sorted(pulses, key=lambda x: (-x[0], x[1].session.session_id)):
+            cap = self._cap(p)
+            sid = p.session.session_id
+            load = cap.min_charge_kw * 1.01 * np.asarray(cap.phase_share)
+            if (budget - load >= -1e-9).all():
+                budget -= load
+                setpoints[sid] = cap.min_charge_kw * 1.01
+                self._credit[sid] = (kk, credit - 1.0)
+            else:
+                setpoints[sid] = 0.0
+                self._credit[sid] = (kk, credit)
 
     def _cap(self, p: PluggedEv) -> EvCapability:
         sid = p.session.session_id
@@ -137,10 +208,15 @@ class MarketController:
             share = shares[i]
             safe = np.where(share > 0, share, 1.0)
             sid = p.session.session_id
+            bound = assets[i].p_max_kw
+            tp = assets[i].taper
+            if tp is not None:  # the taper row's bound at the planned energies
+                bound = np.minimum(bound, tp.scale * (
+                    tp.intercept_kw - tp.slope_kw_per_kwh * sched.energy_kwh[i, :-1]))
             self._plan.power_kw[sid] = np.where(share > 0, net[i] / safe, 0.0)
-            self._plan.bound_kw[sid] = np.where(share > 0, assets[i].p_max_kw / safe, 0.0)
+            self._plan.bound_kw[sid] = np.where(share > 0, bound / safe, 0.0)
 
-    def _setpoint(self, p: PluggedEv, kk: int) -> float | None:
+    def _setpoint(self, p: PluggedEv, kk: int) -> float | _Pulse | None:
         plan = self._plan
         sid = p.session.session_id
         if plan is None or sid not in plan.power_kw:
@@ -154,13 +230,19 @@ class MarketController:
         if value <= EPS_KW:
             return 0.0
         bound = float(plan.bound_kw[sid][j]) if 0 <= j < power.size else 0.0
-        if value >= 0.99 * bound:  # at the LP's bound: what the vehicle takes, a little more
-            return min(cap.charge_kw * 1.05, self._ratings[p.session.evse][1])
+        if value >= 0.99 * bound:
+            # at the LP's bound (power or taper): what the vehicle takes now, plus one 0.1 A
+            # quantum of the DLM. A larger cap is reserved per phase by the DLM and starves
+            # the others; on the taper, a cap at what the vehicle accepts keeps the DLM from
+            # reserving its taper headroom on top of it.
+            takes = accepted_kw(cap, p.soc)
+            return min(takes * AT_BOUND_FACTOR, self._ratings[p.session.evse].rating_kw)
         if value >= cap.min_charge_kw:
             return value
         # below the AC minimum: the minimum for a share value / minimum of the steps
         k_prev, credit = self._credit.get(sid, (kk, 0.0))
         credit = (credit if k_prev == kk else 0.0) + value / cap.min_charge_kw
-        on = credit >= 0.5
-        self._credit[sid] = (kk, credit - 1.0 if on else credit)
-        return cap.min_charge_kw * 1.01 if on else 0.0
+        if credit >= 0.5:
+            return _Pulse(credit)  # granted by _schedule_pulses if the phases allow
+        self._credit[sid] = (kk, credit)
+        return 0.0

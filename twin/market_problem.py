@@ -16,13 +16,14 @@ both solve the same model of the same depot:
   interval the vehicle is present only in part, the bounds are scaled by that share (so
   the LP's interval-mean power is feasible);
 * the vehicle's charge taper (:mod:`devices.vehicle`: above ``taper_knee_soc`` the accepted
-  power decays as ``exp(-k r t)``) as two linear necessities: the knee energy is a second
-  soft target at ``departure - t_taper`` (the time the taper takes from the knee to the
-  target at full power), and in ``[departure - t_taper, departure]`` the power bound is
-  the taper power along that full-power trajectory (interval mean); a vehicle already
-  above the knee never gets more than its taper power at its current SoC;
+  power falls linearly with the SoC) as one row per interval, linear in the stored energy
+  at the interval's start (:func:`charge_taper`: the exact interval mean on the taper);
 * departure shortfall priced at max(5, 2 x the highest |price| per kWh) per kWh: above
   any price, so energy is never skipped for price;
+* the phases: a single-phase vehicle loads one site phase (its EVSE's ``PhaseRotation``,
+  :func:`twin.runtime.station_specs`), so the import limit holds per phase too: one
+  third of ``limit - base load`` per phase, as the DLM allocates it (non-EV load assumed
+  balanced);
 * ties between equal prices broken towards the earlier interval (stable re-solves);
 * site: the scenario's base load (interval mean), import limit ``min(grid limit, event
   limit) - safety margin`` (the DLM's own limit), no export limit, no demand charge;
@@ -32,18 +33,28 @@ both solve the same model of the same depot:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, time, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from controllers.market.lp import AssetSpec, DepotProblem, EnergyTarget, FloatArray
+from controllers.dlm.phases import site_phases
+from controllers.market.lp import (
+    BALANCED,
+    AssetSpec,
+    ChargeTaper,
+    DepotProblem,
+    EnergyTarget,
+    FloatArray,
+)
 from controllers.market.rolling import DayAheadPrices
 from devices.vehicle import TAPER_FLOOR_FRACTION, VehicleSpec
 from twin.inputs.prices import load_ercot_dam_spp, load_nl_day_ahead
-from twin.scenario import STATION_KINDS, Scenario
+from twin.runtime import station_specs
+from twin.scenario import Scenario
 from twin.session_plan import PlannedSession
 
 #: settlement and LP interval
@@ -76,25 +87,44 @@ class EvCapability:
     target_soc: float
     vehicle_max_kw: float = math.inf  # the vehicle's own limit (its taper's full power)
     taper_knee_soc: float = 1.0
+    #: share of the power on site phases L1..L3 (a 1-phase vehicle: its EVSE's L1 phase)
+    phase_share: tuple[float, float, float] = BALANCED
 
 
-def evse_ratings(scenario: Scenario) -> dict[str, tuple[str, float, bool]]:
-    """``"<station>/<evse>"`` -> (AC/DC, rating kW, can discharge)."""
-    out: dict[str, tuple[str, float, bool]] = {}
-    for group in scenario.stations:
-        kind, rating = STATION_KINDS[group.kind]
-        bidir = group.bidirectional and group.ocpp_version == "2.1"
-        for sid in group.station_ids():
-            for e in range(1, group.evses + 1):
-                out[f"{sid}/{e}"] = (kind, rating, bidir)
+class EvseRating(NamedTuple):
+    """An EVSE of the scenario as the LP sees it."""
+
+    kind: str  # "AC" or "DC"
+    rating_kw: float
+    bidirectional: bool  # can discharge (OCPP 2.1 bidirectional)
+    phase_rotation: str  # OCPP PhaseRotation, e.g. "STR" (twin.runtime.station_specs)
+
+
+def evse_ratings(scenario: Scenario) -> dict[str, EvseRating]:
+    """``"<station>/<evse>"`` -> :class:`EvseRating` (the runtime's station specs)."""
+    out: dict[str, EvseRating] = {}
+    for spec in station_specs(scenario):
+        for e in spec.evses:
+            out[f"{spec.station_id}/{e.evse_id}"] = EvseRating(
+                e.kind, e.max_power_kw, e.bidirectional, e.phase_rotation)
     return out
 
 
+def _phase_share(rotation: str, vehicle_phases: int) -> tuple[float, float, float]:
+    """Site-phase shares of an AC session: 1-phase on the EVSE's L1's site phase."""
+    if vehicle_phases >= 3:
+        return BALANCED
+    phases = site_phases(rotation, (1,))
+    w = 1.0 / len(phases)  # unknown rotation: every phase (worst case, like the DLM)
+    share = [w if p in phases else 0.0 for p in (1, 2, 3)]
+    return (share[0], share[1], share[2])
+
+
 def capability(
-    session: PlannedSession, scenario: Scenario, ratings: dict[str, tuple[str, float, bool]]
+    session: PlannedSession, scenario: Scenario, ratings: dict[str, EvseRating]
 ) -> EvCapability:
     """The session's vehicle on its EVSE (see the module docstring)."""
-    kind, rating, bidir = ratings[session.evse]
+    kind, rating, bidir, rotation = ratings[session.evse]
     m = session.model
     vc = scenario.vehicles
     if kind == "AC":
@@ -118,32 +148,33 @@ def capability(
         target_soc=session.target_soc,
         vehicle_max_kw=m.ac_max_power_kw if kind == "AC" else m.dc_max_power_kw,
         taper_knee_soc=vc.taper_knee_soc,
+        phase_share=_phase_share(rotation, m.ac_phases) if kind == "AC" else BALANCED,
     )
 
 
-def taper(
-    cap: EvCapability, soc0: float, departure: datetime
-) -> tuple[datetime, float, Callable[[datetime], float]] | None:
-    """When the taper must begin, the SoC there, and the taper power bound [kW] at a time.
+def charge_taper(cap: EvCapability, share: FloatArray) -> ChargeTaper | None:
+    """The vehicle's CC-CV taper as an LP row (:class:`controllers.market.lp.ChargeTaper`).
 
-    None when the target is not above the knee or the vehicle has no power.
+    :mod:`devices.vehicle`: above the knee the accepted power is ``P_max g(soc)``, ``g = 1 -
+    k (soc - knee)``, ``k = (1 - f) / (1 - knee)``; at full acceptance ``g`` decays as
+    ``exp(-k r t)`` (``r = eta P_max / (3600 C)`` soc per second), so the mean power over
+    an interval of ``T`` begun at ``e`` is ``P_max alpha g(e / C)``, ``alpha = (1 -
+    exp(-k r T)) / (k r T)``: exact on the taper, an over-estimate before the knee (where
+    the power bound ``P_max`` binds instead). None when the target is not above the knee.
     """
-    if cap.target_soc <= cap.taper_knee_soc or cap.vehicle_max_kw <= 0:
+    if cap.target_soc <= cap.taper_knee_soc or not math.isfinite(cap.vehicle_max_kw) \
+            or cap.vehicle_max_kw <= 0:
         return None
     k = (1.0 - TAPER_FLOOR_FRACTION) / (1.0 - cap.taper_knee_soc)
-    r = cap.eta_charge * cap.vehicle_max_kw / (3600.0 * cap.capacity_kwh)  # soc per second
-    s0 = max(cap.taper_knee_soc, soc0)
-    g_s = 1.0 - k * (s0 - cap.taper_knee_soc)
-    g_end = 1.0 - k * (cap.target_soc - cap.taper_knee_soc)
-    if g_s <= g_end:
-        return None
-    begin = departure - timedelta(seconds=math.log(g_s / g_end) / (k * r))
-
-    def power(t: datetime) -> float:
-        tau = max((t - begin).total_seconds(), 0.0)
-        return min(cap.charge_kw, cap.vehicle_max_kw * g_s * math.exp(-k * r * tau))
-
-    return begin, s0, power
+    r = cap.eta_charge * cap.vehicle_max_kw / (3600.0 * cap.capacity_kwh)
+    x = k * r * INTERVAL.total_seconds()
+    alpha = -math.expm1(-x) / x
+    p = cap.vehicle_max_kw * alpha
+    return ChargeTaper(
+        intercept_kw=p * (1.0 + k * cap.taper_knee_soc),
+        slope_kw_per_kwh=p * k / cap.capacity_kwh,
+        scale=np.asarray(share, dtype=float),
+    )
 
 
 def presence(
@@ -176,25 +207,6 @@ def ev_asset(
     """
     arrival = max(session.arrival, present_from) if present_from else session.arrival
     share = presence(start, n, arrival, session.departure)
-    p_max = cap.charge_kw * share
-    targets = []
-    tp = taper(cap, e0_kwh / cap.capacity_kwh, session.departure)
-    if tp is not None:
-        begin, s0, power = tp
-        # already on the taper: never more than its power at the current SoC
-        p_max = np.minimum(p_max, power(start - timedelta(days=1)) * share)
-        samples = 15
-        for k in range(n):
-            t0 = start + k * INTERVAL
-            if t0 + INTERVAL <= begin or share[k] == 0.0:
-                continue
-            pts = [t0 + (i + 0.5) / samples * INTERVAL for i in range(samples)]
-            present = [t for t in pts if arrival <= t < session.departure]
-            if present:
-                p_max[k] = min(p_max[k], sum(power(t) for t in present) / samples)
-        knee_index = math.floor((begin - start) / INTERVAL)
-        if s0 * cap.capacity_kwh > e0_kwh and 0 < knee_index < n:
-            targets.append(EnergyTarget(knee_index, s0 * cap.capacity_kwh))
     e_top = max(cap.target_soc * cap.capacity_kwh, e0_kwh)
     e_floor = min(cap.floor_soc * cap.capacity_kwh, e0_kwh) if cap.discharge_kw > 0 else 0.0
     end = start + n * INTERVAL
@@ -202,7 +214,7 @@ def ev_asset(
     asset = AssetSpec(
         asset_id=session.session_id,
         p_min_kw=-cap.discharge_kw * share,
-        p_max_kw=p_max,
+        p_max_kw=cap.charge_kw * share,
         e_min_kwh=np.full(n + 1, e_floor),
         e_max_kwh=np.full(n + 1, e_top),
         e0_kwh=e0_kwh,
@@ -210,7 +222,9 @@ def ev_asset(
         eta_discharge=cap.eta_discharge,
         degradation_cost_per_kwh=degradation_per_kwh if cap.discharge_kw > 0 else 0.0,
         # the departure target first (its shortfall is the unmet energy)
-        targets=(EnergyTarget(max(index, 0), cap.target_soc * cap.capacity_kwh), *targets),
+        targets=(EnergyTarget(max(index, 0), cap.target_soc * cap.capacity_kwh),),
+        phase_share=cap.phase_share,
+        taper=charge_taper(cap, share),
     )
     return asset, share
 

@@ -192,6 +192,7 @@ class Csms:
         self._last: DlmResult | None = None
         self._tx_numbers = itertools.count(1)
         self._targets: dict[EvseKey, float] = {}
+        self._target_phases: dict[EvseKey, int] = {}  # the vehicle's, as a controller states
         self._v2g_sent: dict[EvseKey, float] = {}
         self._v2g_refused: set[EvseKey] = set()
 
@@ -332,7 +333,10 @@ class Csms:
             priority,
         )
 
-    def set_evse_setpoint_kw(self, station_id: str, evse_id: int, power_kw: float | None) -> None:
+    def set_evse_setpoint_kw(
+        self, station_id: str, evse_id: int, power_kw: float | None,
+        *, vehicle_phases: int | None = None,
+    ) -> None:
         """A controller's signed set-point for one EVSE [kW at its meter], from the next step.
 
         Sign: positive = import (charge), negative = export (V2G discharge). ``None``
@@ -358,25 +362,48 @@ class Csms:
           (the site may exceed its limit by the lost export for at most one meter
           interval plus one control step).
         - A charge target (``power_kw >= 0``, or a clamped one) caps the EVSE's maximum in
-          the DLM; the DLM may give less (the site limit always wins).
+          the DLM; the DLM may give less (the site limit always wins). On AC the cap is a
+          current per phase: ``power_kw / (voltage x phases)`` with the phases the
+          transaction is measured or reported to use, else ``vehicle_phases`` (1 or 3:
+          what the controller knows of the vehicle, e.g. a 1-phase on-board charger),
+          else the EVSE's phases. Without ``vehicle_phases`` a 1-phase vehicle that has not
+          drawn yet would be capped at a third of the target, below its minimum current
+          for small targets, and never start. The DLM still reserves the cap on every phase
+          the EVSE may load until the phases are measured.
 
         Raises:
-            ValueError: ``power_kw`` is not finite.
+            ValueError: ``power_kw`` is not finite, or ``vehicle_phases`` not 1..3.
         """
         key = (station_id, evse_id)
         if power_kw is None:
+            self._target_phases.pop(key, None)
             if self._targets.pop(key, None) is not None and key in self._v2g_sent:
                 self._end_discharge(key)
             return
         if power_kw != power_kw or power_kw in (float("inf"), float("-inf")):
             raise ValueError(f"power_kw must be finite, got {power_kw}")
+        if vehicle_phases is not None and vehicle_phases not in (1, 2, 3):
+            raise ValueError(f"vehicle_phases must be 1..3, got {vehicle_phases}")
         self._targets[key] = float(power_kw)
+        if vehicle_phases is None:
+            self._target_phases.pop(key, None)
+        else:
+            self._target_phases[key] = vehicle_phases
         if power_kw >= 0.0 and key in self._v2g_sent:
             self._end_discharge(key)
 
     def setpoint_targets(self) -> dict[EvseKey, float]:
         """The controllers' signed set-points in force [kW] (see :meth:`set_evse_setpoint_kw`)."""
         return dict(self._targets)
+
+    def _target_phase_count(self, evse: EvseInput) -> int:
+        """Phases a charge target is divided by (see :meth:`set_evse_setpoint_kw`)."""
+        tx = self.registry.active_transaction_on(*evse.key)
+        known = tx is not None and (tx.active_phases is not None or bool(tx.phases_used))
+        stated = self._target_phases.get(evse.key)
+        if known or stated is None:
+            return max(len(evse.phases), 1)
+        return stated
 
     def _end_discharge(self, key: EvseKey) -> None:
         """Back to the DLM: its next TxProfile must replace the CentralSetpoint one."""
@@ -421,7 +448,7 @@ class Csms:
                         "reason": "charge-only EVSE (not OCPP 2.1 or not bidirectional)"})
                 target = 0.0
             if evse.kind == "AC":
-                cap_a = target * 1000.0 / (voltage_v * max(len(evse.phases), 1))
+                cap_a = target * 1000.0 / (voltage_v * self._target_phase_count(evse))
                 kept.append(replace(evse, max_current_a=min(evse.max_current_a, cap_a)))
             else:
                 kept.append(replace(evse, max_power_w=min(evse.max_power_w, target * 1000.0)))
@@ -958,6 +985,7 @@ class Csms:
         """Forget the EVSE's set-point, V2G target and vehicle needs; emit the event."""
         self._forget((tx.station_id, tx.evse_id))
         self._targets.pop((tx.station_id, tx.evse_id), None)
+        self._target_phases.pop((tx.station_id, tx.evse_id), None)
         self.registry.station(tx.station_id).evse(tx.evse_id).clear_ev()
         self.emit(
             "csms",

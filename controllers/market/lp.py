@@ -62,6 +62,10 @@ def _vec(value: Any, n: int, name: str) -> FloatArray:
     return arr
 
 
+#: phase shares of a three-phase (balanced) load
+BALANCED: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+
+
 @dataclass(frozen=True)
 class EnergyTarget:
     """Stored energy wanted at a boundary: ``e[index] >= energy_kwh`` (departure energy).
@@ -73,6 +77,24 @@ class EnergyTarget:
 
     index: int
     energy_kwh: float
+
+
+@dataclass(frozen=True, eq=False)
+class ChargeTaper:
+    """Charge power bound linear in the stored energy at the interval start (CC-CV taper).
+
+    ``charge[k] <= scale[k] * (intercept_kw - slope_kw_per_kwh * e[k])`` for every interval
+    with ``scale[k] > 0``. For the two-stage battery of :mod:`devices.vehicle` (ACN-Sim's
+    ``Linear2StageBattery``: ``P_lim = P_max (1 - k (soc - knee))`` above the knee), the
+    mean power over an interval of ``T`` started on the taper at ``e[k]`` is exactly
+    ``P_max * alpha * g(e[k])`` with ``alpha = (1 - exp(-k r T)) / (k r T)``, ``r`` the soc
+    rate at ``P_max``: a linear row, so the LP plans what the vehicle will take.
+    ``scale`` (shape (n,)) is the share of each interval the vehicle is present.
+    """
+
+    intercept_kw: float
+    slope_kw_per_kwh: float
+    scale: FloatArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +115,13 @@ class AssetSpec:
     * ``targets``: soft (or hard) departure energies, :class:`EnergyTarget`.
     * ``terminal_value_per_kwh``: value of energy left at the end [currency/kWh], 0 by
       default (a rolling horizon may value the BESS's end state).
+    * ``phase_share``: the share of the asset's net power on site phases L1, L2, L3
+      (non-negative, sum 1): :data:`BALANCED` for a three-phase load (the default, also a
+      DC charger or a three-phase inverter), ``(1, 0, 0)`` for a single-phase vehicle on
+      an EVSE whose L1 is wired to the site's L1 (OCPP ``PhaseRotation`` RST). When any
+      asset is unbalanced, the LP adds one import-limit row per phase and interval
+      (README, "Per-phase limit").
+    * ``taper``: optional :class:`ChargeTaper`, a charge bound linear in the stored energy.
     """
 
     asset_id: str
@@ -106,6 +135,13 @@ class AssetSpec:
     degradation_cost_per_kwh: float = 0.0
     targets: tuple[EnergyTarget, ...] = ()
     terminal_value_per_kwh: float = 0.0
+    phase_share: tuple[float, float, float] = BALANCED
+    taper: ChargeTaper | None = None
+
+    @property
+    def balanced(self) -> bool:
+        """True when the asset loads the three phases equally."""
+        return all(abs(w - 1 / 3) < 1e-12 for w in self.phase_share)
 
     @property
     def n(self) -> int:
@@ -133,7 +169,22 @@ class AssetSpec:
         for t in self.targets:
             if not 0 <= t.index <= n:
                 raise MarketError(f"{name}: target index {t.index} not in 0..{n}")
-        return replace(self, p_min_kw=p_min, p_max_kw=p_max, e_min_kwh=e_min, e_max_kwh=e_max)
+        taper = self.taper
+        if taper is not None:
+            if not (math.isfinite(taper.intercept_kw) and math.isfinite(taper.slope_kw_per_kwh)
+                    and taper.slope_kw_per_kwh >= 0):
+                raise MarketError(f"{name}.taper: intercept and slope must be finite, "
+                                  "slope >= 0")
+            scale = _vec(taper.scale, n, f"{name}.taper.scale")
+            if (scale < 0).any():
+                raise MarketError(f"{name}.taper.scale: negative")
+            taper = replace(taper, scale=scale)
+        w = tuple(float(x) for x in self.phase_share)
+        if len(w) != 3 or min(w) < 0 or abs(sum(w) - 1.0) > 1e-9:
+            raise MarketError(f"{name}.phase_share: {self.phase_share} is not 3 shares >= 0 "
+                              "summing to 1")
+        return replace(self, p_min_kw=p_min, p_max_kw=p_max, e_min_kwh=e_min, e_max_kwh=e_max,
+                       taper=taper)
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,6 +257,11 @@ class DepotProblem:
     def n(self) -> int:
         """Number of intervals."""
         return self._n
+
+    @property
+    def per_phase(self) -> bool:
+        """True when some asset is unbalanced: the LP then limits each phase's import."""
+        return any(not a.balanced for a in self.assets)
 
     @property
     def dt_h(self) -> float:
@@ -333,7 +389,9 @@ class BuiltLp:
 def build(problem: DepotProblem) -> BuiltLp:
     """The LP of ``problem`` (see README for the formulation); no solve.
 
-    Rows: per asset n energy balances (and one per target); n site balances; n peak rows.
+    Rows: per asset n energy balances (and one per target, and one per interval of
+    presence with a taper); n site balances; n peak rows;
+    3n per-phase limit rows when some asset is unbalanced (:attr:`DepotProblem.per_phase`).
     Power bounds are column bounds: ``charge`` in ``[max(p_min, 0), max(p_max, 0)]`` and
     ``discharge`` in ``[max(-p_max, 0), max(-p_min, 0)]``, which is exactly ``p_min <=
     charge - discharge <= p_max`` for the net power.
@@ -387,6 +445,17 @@ def build(problem: DepotProblem) -> BuiltLp:
             cost[s_col] = problem.shortfall_penalty_per_kwh
             hi[s_col] = 0.0 if problem.hard_targets else max(target.energy_kwh, 0.0)
             r += 1
+        if asset.taper is not None:
+            # c[k] + scale b e[k] <= scale a  (intervals with scale > 0)
+            kt = np.flatnonzero(asset.taper.scale > 0.0)
+            sc = asset.taper.scale[kt]
+            rr = r + np.arange(kt.size, dtype=np.int64)
+            rows += [rr, rr]
+            cols += [c0 + kt, e0 + kt]
+            vals += [np.ones(kt.size), sc * asset.taper.slope_kw_per_kwh]
+            row_lo.append(np.full(kt.size, -INF))
+            row_hi.append(sc * asset.taper.intercept_kw)
+            r += kt.size
     # site balance: imp - exp - curt - sum(c - d) = base - pv  (pv - curt is the PV used)
     rr = r + k
     rows += [rr, rr, rr]
@@ -408,6 +477,23 @@ def build(problem: DepotProblem) -> BuiltLp:
     row_lo.append(np.zeros(n))
     row_hi.append(np.full(n, INF))
     r += n
+    if problem.per_phase:
+        # per phase p: sum_a w[a,p] (c - d) + curt/3 <= (import limit - base + pv) / 3
+        cap = (problem.import_limit_kw - problem.base_load_kw + problem.pv_kw) / 3.0
+        for p in range(3):
+            rr = r + k
+            for a, asset in enumerate(problem.assets):
+                w = asset.phase_share[p]
+                if w > 0.0:
+                    rows += [rr, rr]
+                    cols += [lay.charge(a) + k, lay.discharge(a) + k]
+                    vals += [np.full(n, w), np.full(n, -w)]
+            rows += [rr]
+            cols += [lay.curt + k]
+            vals += [np.full(n, 1.0 / 3.0)]
+            row_lo.append(np.full(n, -INF))
+            row_hi.append(cap)
+            r += n
     # site columns
     hi[lay.imp : lay.imp + n] = problem.import_limit_kw
     hi[lay.exp : lay.exp + n] = problem.export_limit_kw
@@ -587,8 +673,9 @@ def constraint_violations(problem: DepotProblem, schedule: Schedule) -> dict[str
     """Largest violation of each constraint family by ``schedule`` (0.0 when satisfied).
 
     Families: power bounds, energy bounds, energy balance, nonnegativity, site balance,
-    import limit, export limit, curtailment bound, hard targets. Used by the tests; a
-    controller may call it before applying a schedule.
+    import limit, per-phase import limit, export limit, curtailment bound, hard targets,
+    charge taper.
+    Used by the tests; a controller may call it before applying a schedule.
     """
     dt = problem.dt_h
     out = dict.fromkeys(
@@ -600,9 +687,11 @@ def constraint_violations(problem: DepotProblem, schedule: Schedule) -> dict[str
             "initial_energy",
             "site_balance",
             "import_limit",
+            "phase_limit",
             "export_limit",
             "curtailment",
             "hard_targets",
+            "taper",
         ),
         0.0,
     )
@@ -626,9 +715,18 @@ def constraint_violations(problem: DepotProblem, schedule: Schedule) -> dict[str
         if problem.hard_targets:
             for t in asset.targets:
                 worst("hard_targets", t.energy_kwh - e[t.index])
+        if asset.taper is not None:
+            tp = asset.taper
+            worst("taper", s.charge_kw[a] - tp.scale * (tp.intercept_kw
+                                                         - tp.slope_kw_per_kwh * e[:-1]))
     lhs = s.import_kw - s.export_kw - s.curtail_kw - s.net_kw.sum(axis=0)
     worst("site_balance", np.abs(lhs - (problem.base_load_kw - problem.pv_kw)))
     worst("import_limit", s.import_kw - problem.import_limit_kw)
+    if problem.per_phase:
+        share = np.array([a.phase_share for a in problem.assets]).reshape(-1, 3)  # (A, 3)
+        phase_kw = share.T @ s.net_kw.reshape(-1, problem.n)  # (3, n)
+        site = (problem.base_load_kw - problem.pv_kw + s.curtail_kw) / 3.0
+        worst("phase_limit", phase_kw + site - problem.import_limit_kw / 3.0)
     worst("export_limit", s.export_kw - problem.export_limit_kw)
     pv_cap = problem.pv_kw if problem.pv_curtailable else np.zeros(problem.n)
     worst("curtailment", s.curtail_kw - pv_cap)
@@ -686,6 +784,8 @@ def window(
                 e_max_kwh=e_max,
                 e0_kwh=e_now,
                 targets=tuple(targets),
+                taper=None if asset.taper is None else replace(
+                    asset.taper, scale=asset.taper.scale[k0:k1]),
             )
         )
     pi = (

@@ -217,3 +217,24 @@ async def test_charge_target_caps_the_dlm(harness: MakeHarness) -> None:
     assert emu.last_period(1)["limit"] == 5000.0
     with pytest.raises(ValueError):
         h.csms.set_evse_setpoint_kw("V1", 1, float("nan"))
+
+
+async def test_charge_target_of_a_single_phase_vehicle_not_yet_drawing(
+    harness: MakeHarness,
+) -> None:
+    # A 2.65 kW target for a 1-phase vehicle on a 3-phase AC EVSE, before any current is
+    # measured: divided by three phases it is 3.8 A, below the 6 A minimum, so the vehicle
+    # would be paused and never start; stated as a 1-phase vehicle it is 11.5 A.
+    ac = [EvseConfig(evse_id=1, kind="AC", max_current_a=32.0, phases=3, phase_rotation="RST")]
+    h = await harness(100.0, evses={"V1": ac})
+    emu = await station21(h)
+    await start(emu, h, 1)
+    h.csms.set_evse_setpoint_kw("V1", 1, 2.65)
+    await step(h, NOW + timedelta(seconds=10))
+    assert all(float(p["charging_schedule"][0]["charging_schedule_period"][0]["limit"]) == 0.0
+               for e, p in emu.profiles if e == 1)  # paused (0 A, or nothing beyond default)
+    h.csms.set_evse_setpoint_kw("V1", 1, 2.65, vehicle_phases=1)
+    await step(h, NOW + timedelta(seconds=20))
+    assert emu.last_period(1)["limit"] == pytest.approx(11.5)
+    with pytest.raises(ValueError):
+        h.csms.set_evse_setpoint_kw("V1", 1, 2.65, vehicle_phases=4)
