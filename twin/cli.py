@@ -32,6 +32,7 @@ from rich.table import Table
 from twin import data_cache
 from twin.cli_billing import billing_api_command
 from twin.cli_regress import regress_command
+from twin.cli_sweep import sweep_command
 from twin.datasets import DataSetError
 from twin.scenario import ScenarioError, load_scenario
 from twin.session_run import KpiAssertionError, new_run_dir, run_scenario
@@ -560,3 +561,4 @@ async def _serve_device(
 # commands that live in their own modules (after the ones above in `migrid --help`)
 app.command("billing-api")(billing_api_command)
 app.command("regress")(regress_command)
+app.command("sweep")(sweep_command)
