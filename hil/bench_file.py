@@ -36,6 +36,7 @@ from twin.scenario import (
     format_errors,
     read_yaml,
 )
+from twin.scenario_billing import Billing
 from twin.scenario_faults import BenchFault
 from twin.scenario_grid import Grid
 from twin.scenario_site import SiteDevices
@@ -274,6 +275,14 @@ class Bench(_Model):
     emulated_stations: EmulatedStations = EmulatedStations()
     shadow: BenchShadow = BenchShadow()
     run: BenchRun = BenchRun()
+    billing: Billing | None = None  # see twin.scenario_billing (no dishonest on a bench)
+
+    @model_validator(mode="after")
+    def _billing_is_honest(self) -> Bench:
+        if self.billing is not None and self.billing.dishonest:
+            raise ValueError("billing.dishonest: telemetry is falsified in twin runs only "
+                             "(use station faults on an emulated bench station)")
+        return self
 
     @model_validator(mode="after")
     def _react_needs_meter(self) -> Bench:
@@ -342,8 +351,11 @@ class Bench(_Model):
         return [s.id for s in self.stations if s.id not in emulated]
 
 
-def parse_bench(data: Any, source: str = "<bench>") -> Bench:
+def parse_bench(data: Any, source: str = "<bench>",
+                base_dir: str | Path | None = None) -> Bench:
     """Validate a mapping (parsed YAML) as a :class:`Bench`.
+
+    ``base_dir``: folder that relative files (``billing`` tariffs) are resolved against.
 
     Raises:
         ScenarioError: with one ``path: reason`` line per bad field.
@@ -351,7 +363,8 @@ def parse_bench(data: Any, source: str = "<bench>") -> Bench:
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a bench file is a mapping, got {type(data).__name__}")
     try:
-        return Bench.model_validate(data)
+        return Bench.model_validate(
+            data, context={"base_dir": str(base_dir) if base_dir is not None else None})
     except ValidationError as err:
         raise ScenarioError(f"{source}: invalid bench file\n{format_errors(err)}") from None
 
@@ -362,4 +375,4 @@ def load_bench(path: str | Path) -> Bench:
     Raises:
         ScenarioError: file missing, YAML syntax error, or invalid fields.
     """
-    return parse_bench(read_yaml(path, "bench file"), str(path))
+    return parse_bench(read_yaml(path, "bench file"), str(path), Path(path).parent)

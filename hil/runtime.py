@@ -249,7 +249,8 @@ class BenchRuntime:
                 ))
                 continue
             cs = ChargingStation(
-                station_spec(station, b.site.voltage_v, emulated.tls_ca_file), self.local_url,
+                station_spec(station, b.site.voltage_v, emulated.tls_ca_file,
+                             report_soc=b.billing is not None), self.local_url,
                 faults=station_faults(station, now),
                 on_event=self._sink,
                 perf_counter=time.perf_counter, record_frames=b.run.record_frames,

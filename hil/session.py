@@ -3,8 +3,9 @@
 :func:`run_bench` validates the bench file (nothing starts on a bad one), creates the run
 folder ``<runs>/<name>-<UTC>/``, writes the resolved bench as ``scenario.yaml`` with
 ``kind: field`` and ``status.json`` running, runs :class:`hil.runtime.BenchRuntime`
-until ``stop`` is set or the duration has passed, then writes ``kpis.json`` and
-``status.json`` finished (failed, with the error, when the runtime raised).
+until ``stop`` is set or the duration has passed, then writes ``kpis.json``, bills the
+run when the bench has a ``billing:`` section (:func:`twin.billing_run.bill_run`), and
+writes ``status.json`` finished (failed, with the error, when the runtime raised).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from hil.bench_file import load_bench
 from hil.runtime import BenchOutput, BenchRuntime, BenchStatus
 from twin import kpis as kpi_doc
+from twin.billing_run import bill_run
 from twin.session_run import new_run_dir, write_status
 
 __all__ = ["run_bench"]
@@ -74,5 +76,11 @@ async def run_bench(
         raise
     doc = {"scenario": bench.name, "kind": "field", **output.kpis}
     (run_dir / "kpis.json").write_text(kpi_doc.dumps(doc), encoding="utf-8")
+    if bench.billing is not None:  # issue 8: audit, bill and reward every session
+        try:
+            bill_run(run_dir, bench.billing)
+        except BaseException as err:
+            write_status(run_dir, "failed", error=f"billing: {type(err).__name__}: {err}")
+            raise
     write_status(run_dir, "finished")
     return output

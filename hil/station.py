@@ -39,12 +39,14 @@ __all__ = ["PlugSchedule", "main", "plug_in", "run_station", "station_faults", "
 
 
 def station_spec(
-    station: BenchStation, voltage_v: float, tls_ca_file: str | None = None
+    station: BenchStation, voltage_v: float, tls_ca_file: str | None = None,
+    report_soc: bool = False,
 ) -> StationSpec:
     """The emulator's spec of a bench station (every EVSE of its kind, 3-phase).
 
     ``tls_ca_file``: the CA trusted for the CSMS's certificate (``wss://``); the station's
-    own password and client certificate come from ``station``.
+    own password and client certificate come from ``station``. ``report_soc``: the EVSEs
+    report the vehicle's SoC on AC too (for the billing audit).
     """
     return StationSpec(
         station_id=station.id,
@@ -52,7 +54,8 @@ def station_spec(
         evses=tuple(
             EvseSpec(evse_id=e, kind=station.current_kind, max_power_kw=station.max_power_kw,
                      phases=3, voltage_v=voltage_v, phase_rotation=station.phase_rotation,
-                     bidirectional=station.bidirectional and station.ocpp_version == "2.1")
+                     bidirectional=station.bidirectional and station.ocpp_version == "2.1",
+                     report_soc=report_soc)
             for e in range(1, station.evses + 1)
         ),
         meter_interval_s=station.meter_interval_s,

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from twin import data_cache
+from twin.cli_bill import bill_command
 from twin.cli_billing import billing_api_command
 from twin.cli_regress import regress_command
 from twin.cli_sweep import sweep_command
@@ -217,6 +218,12 @@ def market_command(
     if ratio is not None and gap is not None:
         console.print(f"rolling / perfect foresight cost: {ratio:.4f} "
                       f"(gap {gap * 100:+.2f} % of |perfect foresight|; target within 5 %)")
+    pf_pen = result.cost_incl_unmet("perfect_foresight")
+    if pf_pen != 0:
+        pen = (result.cost_incl_unmet("rolling") - pf_pen) / abs(pf_pen)
+        console.print(f"with unmet energy at {result.penalty_per_kwh} {cur}/kWh: rolling "
+                      f"{result.cost_incl_unmet('rolling')} vs perfect foresight {pf_pen} "
+                      f"{cur} (gap {pen * 100:+.2f} %)")
     console.print(f"study folder: {folder}")
 
 
@@ -559,6 +566,7 @@ async def _serve_device(
 
 
 # commands that live in their own modules (after the ones above in `migrid --help`)
+app.command("bill")(bill_command)
 app.command("billing-api")(billing_api_command)
 app.command("regress")(regress_command)
 app.command("sweep")(sweep_command)

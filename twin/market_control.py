@@ -16,14 +16,15 @@ still enforces the site limit. An AC EVSE cannot charge below its minimum curren
 a scheduled power below that minimum is delivered as the minimum for a matching share of
 the interval's steps (first-order sigma-delta, deterministic), a step at the minimum only
 where the phases it loads have room in the step (else it waits, its credit kept). If an
-LP is infeasible the EVSEs go back to the DLM (``None``) until the next solve.
+LP is infeasible, and while the grid asks to hold EVs at their minimum (an OpenADR grid
+emergency), the EVSEs go back to the DLM (``None``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -122,8 +123,11 @@ class MarketController:
             self._solved_ids = ids
         setpoints: dict[str, float | None] = {}
         pulses: list[tuple[float, PluggedEv]] = []
+        hold = csms.site_measurement().hold_minimum
         for p in plugged:
-            sp = self._setpoint(p, kk)
+            # a grid emergency (hold at minimum) overrides the market schedule: the DLM
+            # admits EVSEs at their minimum in its own order, as many as fit
+            sp = None if hold else self._setpoint(p, kk)
             if isinstance(sp, _Pulse):
                 pulses.append((sp.credit, p))
             else:
@@ -195,6 +199,15 @@ class MarketController:
         external = csms.site_measurement().external_limit_kw
         limit = import_limit_kw(self.scenario, [external] * n)
         problem = depot_problem(self.scenario, t0, assets, da, limit, "EUR")
+        frac = (t0 + INTERVAL - now) / INTERVAL
+        if frac < 1.0:
+            # a re-solve within the interval (a vehicle plugged in): the sessions' shares
+            # of interval 0 are the rest of it, so its site limit and base load are too
+            # (interval means); else the plan would count the elapsed part's capacity again
+            lim, base = problem.import_limit_kw.copy(), problem.base_load_kw.copy()
+            lim[0] *= frac
+            base[0] *= frac
+            problem = replace(problem, import_limit_kw=lim, base_load_kw=base)
         self._plan = _Plan(kk)
         self.solves += 1
         try:

@@ -47,6 +47,7 @@ from twin.kpis_site import SiteKpiInputs, site_kpis
 from twin.recorder import EventWriter, TraceWriter
 from twin.run_inputs import RunInputs
 from twin.scenario import STATION_KINDS, Scenario
+from twin.scenario_billing import tamper_plan
 from twin.scenario_faults import station_faults
 from twin.session_plan import PlannedSession
 from twin.site_runtime import SiteSide, worst_case_non_ev_kw
@@ -122,6 +123,8 @@ def station_specs(scenario: Scenario) -> list[StationSpec]:
                     voltage_v=scenario.site.voltage_v,
                     phase_rotation=rotation,
                     bidirectional=group.bidirectional and group.ocpp_version == "2.1",
+                    # billing audits the SoC the vehicle reports (ISO 15118, AC too)
+                    report_soc=scenario.billing is not None,
                 )
                 for e in range(1, group.evses + 1)
             )
@@ -208,6 +211,8 @@ class LockStepRuntime:
         self._session_start_kwh: dict[str, float] = {}
         self._plugged: dict[str, tuple[PlannedSession, float]] = {}  # session, net start
         self._now = scenario.run.start
+        self._tamper = tamper_plan(
+            scenario.billing, [s.session_id for s in inputs.plan.sessions])
 
     # -- quiescence -----------------------------------------------------------------
     async def quiesce(self) -> None:
@@ -265,7 +270,16 @@ class LockStepRuntime:
                 self._csms.set_driver_input(
                     session.id_token, session.driver_energy_kwh, session.driver_departure
                 )
-            await station.plug_in(evse_id, spec, state, session.id_token, now)
+            dishonest = self._tamper.get(session.session_id)
+            if dishonest is not None:  # the twin's ground truth; billing never reads it
+                self.events.sink(now, "twin", "session.dishonest", {
+                    "session_id": session.session_id, "evse": session.evse,
+                    "kinds": list(dishonest[0].kinds),
+                    **dishonest[0].model_dump(exclude={"session", "fraction", "seed"},
+                                              exclude_none=True),
+                })
+            await station.plug_in(evse_id, spec, state, session.id_token, now,
+                                  tamper=dishonest[1] if dishonest is not None else None)
             reading = station.evse_state(evse_id)
             self._session_start_kwh[session.session_id] = reading.energy_register_kwh
             self._plugged[session.session_id] = (
@@ -277,6 +291,7 @@ class LockStepRuntime:
                 "session_id": session.session_id, "evse": session.evse,
                 "recorded_station_id": session.recorded_station_id,
                 "vehicle": session.model.name, "arrival_soc": round(session.arrival_soc, 4),
+                "battery_capacity_kwh": session.model.battery_capacity_kwh,
                 "needed_kwh": round(session.needed_kwh, 3), "id_token": session.id_token,
             })
         else:
@@ -339,6 +354,8 @@ class LockStepRuntime:
                     rows.append((name, "setpoint_a" if unit == "A" else "setpoint_w", sp, unit))
                 if reading.soc is not None:
                     rows.append((name, "soc", reading.soc, "1"))
+        if self.scenario.billing is not None:
+            rows += self._reported_rows()
         base_kw = self._base_kw[k - 1]
         import_kw = base_kw + ev_kw if site_import_kw is None else site_import_kw
         rows.append(("site", "import_kw", import_kw, "kW"))
@@ -351,6 +368,28 @@ class LockStepRuntime:
                          f"{self.inputs.currency}/MWh"))
         self.traces.add_many(t, rows)
         return import_kw, ev_kw, base_kw
+
+    def _reported_rows(self) -> list[tuple[str, str, float, str]]:
+        """The CSMS's view of every open transaction: what the stations reported over OCPP.
+
+        ``reported_energy_kwh``: latest Energy.Active.Import.Register [kWh];
+        ``reported_soc``: latest SoC measurand (0..1). Billing audits these, not the
+        emulators' truth (``energy_kwh`` / ``soc``), which a dishonest station falsifies.
+        """
+        assert self._csms is not None
+        rows: list[tuple[str, str, float, str]] = []
+        registry = self._csms.registry
+        for spec in self._specs:
+            for evse in spec.evses:
+                tx = registry.active_transaction_on(spec.station_id, evse.evse_id)
+                if tx is None:
+                    continue
+                name = f"{spec.station_id}/{evse.evse_id}"
+                if tx.energy_wh is not None:
+                    rows.append((name, "reported_energy_kwh", tx.energy_wh / 1000.0, "kWh"))
+                if tx.soc is not None:
+                    rows.append((name, "reported_soc", tx.soc, "1"))
+        return rows
 
     # -- main loop ------------------------------------------------------------------
     async def run(self) -> RunOutput:

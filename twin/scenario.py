@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from twin.scenario_billing import Billing
 from twin.scenario_faults import StationFault
 from twin.scenario_grid import Grid
 from twin.scenario_regress import KpiTolerance, RegressionFlag
@@ -378,6 +379,16 @@ class Scenario(_Model):
     run: Run
     assertions: list[Assertion] = Field(default_factory=list)
     faults: list[StationFault] = Field(default_factory=list)  # see twin.scenario_faults
+    billing: Billing | None = None  # see twin.scenario_billing
+
+    @field_validator("billing")
+    @classmethod
+    def _home_stations(cls, billing: Billing | None, info: ValidationInfo) -> Billing | None:
+        known = {sid for g in info.data.get("stations") or [] for sid in g.station_ids()}
+        bad = sorted(set(billing.home_stations) - known) if billing is not None else []
+        if bad:
+            raise ValueError(f"billing.home_stations names unknown stations: {', '.join(bad)}")
+        return billing
     regression: RegressionFlag = False  # migrid regress: see twin.scenario_regress
     tolerances: dict[str, KpiTolerance] = Field(default_factory=dict)
 

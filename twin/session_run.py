@@ -135,6 +135,19 @@ async def _versus_uncontrolled(
     )
 
 
+def _bill(run_dir: Path, scenario: Scenario) -> dict[str, Any]:
+    """Bill the run (:func:`twin.billing_run.bill_run`); the updated KPI document."""
+    from twin.billing_run import bill_run
+
+    try:
+        bill_run(run_dir, scenario.billing)
+    except BaseException as err:
+        write_status(run_dir, "failed", error=f"billing: {type(err).__name__}: {err}")
+        raise
+    doc: dict[str, Any] = json.loads((run_dir / "kpis.json").read_text(encoding="utf-8"))
+    return doc
+
+
 async def run_scenario(
     path: Path,
     *,
@@ -184,6 +197,8 @@ async def run_scenario(
         raise
     doc = {"scenario": scenario.name, "seed": scenario.run.seed, **output.kpis}
     (run_dir / "kpis.json").write_text(kpi_doc.dumps(doc), encoding="utf-8")
+    if scenario.billing is not None:  # issue 8: audit, bill and reward every session
+        doc = _bill(run_dir, scenario)
     write_status(run_dir, "finished")
     failures = check_assertions(scenario, doc)
     if failures:

@@ -31,6 +31,8 @@ class TransactionRecord:
             reading and latest [Wh], None when the station does not report it.
         current_a: latest current per EVSE phase [A] (key 0: without phase).
         soc: latest state of charge (0..1).
+        soc_start: first state of charge reported in the transaction (0..1), None until
+            one is reported (2.0.1 with SoC in Transaction.Begin: the start's).
         measured_at: time of the latest meter value (min of its timestamp and CSMS now).
         phases_used: 2.0.1 ``numberOfPhasesUsed``.
         active_phases: EVSE phases seen carrying current (learned from meter values).
@@ -52,6 +54,7 @@ class TransactionRecord:
     power_w: float | None = None
     current_a: dict[int, float] = field(default_factory=dict)
     soc: float | None = None
+    soc_start: float | None = None
     measured_at: datetime | None = None
     phases_used: int | None = None
     active_phases: tuple[int, ...] | None = None
@@ -102,6 +105,8 @@ class TransactionRecord:
                 self.active_phases = tuple(sorted(p for p, i in phased.items() if i >= floor))
         if reading.soc is not None:
             self.soc = reading.soc
+            if self.soc_start is None:
+                self.soc_start = reading.soc
         ts = reading.timestamp
         self.measured_at = now if ts is None or ts > now else ts
 

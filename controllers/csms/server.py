@@ -978,6 +978,7 @@ class Csms:
                 "transaction": tx.transaction_id,
                 "id_token": tx.id_token,
                 "meter_start_wh": tx.meter_start_wh,
+                "soc": tx.soc_start,
             },
         )
 
@@ -999,6 +1000,9 @@ class Csms:
                 "energy_wh": tx.energy_delivered_wh,
                 "exported_wh": tx.energy_exported_wh,
                 "reason": tx.stopped_reason,
+                "meter_start_wh": tx.meter_start_wh,
+                "soc_start": tx.soc_start,
+                "soc_end": tx.soc,
             },
         )
 

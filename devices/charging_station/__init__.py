@@ -17,6 +17,7 @@ from devices.charging_station.profiles import (
     RecurrencyKind,
 )
 from devices.charging_station.station import ChargingStation, EventSink, client_ssl_context
+from devices.charging_station.tamper import TelemetryTamper
 
 __all__ = [
     "ChargingProfile",
@@ -37,5 +38,6 @@ __all__ = [
     "ProfileStore",
     "RecurrencyKind",
     "StationSpec",
+    "TelemetryTamper",
     "client_ssl_context",
 ]

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from devices.charging_station.profiles import EvseElectrical
+from devices.charging_station.tamper import TelemetryTamper
 from devices.vehicle import VehicleSpec, VehicleState
 
 __all__ = ["EvseReading", "EvseSpec", "Session", "StationSpec", "phase_map"]
@@ -34,6 +35,8 @@ class EvseSpec:
             meaningful on an OCPP 2.1 station: 1.6 and 2.0.1 stations are charge-only.
         max_discharge_kw: hardware discharge limit at the meter, kW (>= 0); None: the same
             as ``max_power_kw``.
+        report_soc: the EVSE reports the vehicle's SoC measurand on AC too (a vehicle
+            that communicates over ISO 15118); DC EVSEs always report it.
     """
 
     evse_id: int
@@ -45,6 +48,7 @@ class EvseSpec:
     dc_voltage_v: float = 400.0
     bidirectional: bool = False
     max_discharge_kw: float | None = None
+    report_soc: bool = False
 
     def __post_init__(self) -> None:
         if self.evse_id < 1:
@@ -186,6 +190,17 @@ class Session:
     next_meter_at: datetime | None = None
     tx_number: int = 0  # local number (1.6 before the CSMS's id arrives)
     pending_profile: object | None = None
+    tamper: TelemetryTamper | None = None  # falsified reported telemetry (tamper.py)
+    soc_at_start: float | None = None  # real SoC at the transaction start
+    samples: int = 0  # periodic meter samples sent in the transaction
+
+    @property
+    def reported_soc(self) -> float:
+        """The SoC (0..1) the vehicle reports (real unless ``tamper`` spoofs it)."""
+        soc = self.state.soc
+        if self.tamper is None:
+            return soc
+        return self.tamper.reported_soc(soc, self.soc_at_start)
 
 
 @dataclass(slots=True)
@@ -210,6 +225,17 @@ class Evse:
     last_energy_kwh: float = 0.0  # energy of the last physics sub-step
     last_offered_kw: float = 0.0
     pending_remote: tuple[str, str, int | None, object | None] | None = None
+    tamper_offset_wh: float = 0.0  # reported register - real register (tamper.py)
+
+    @property
+    def reported_register_wh(self) -> float:
+        """The import register the station reports (real unless tampered with), Wh."""
+        return self.register_wh + self.tamper_offset_wh
+
+    @property
+    def reports_soc(self) -> bool:
+        """Whether meter values carry the vehicle's SoC (DC, or AC with ``report_soc``)."""
+        return self.spec.kind == "DC" or self.spec.report_soc
 
 
 def phase_map(rotation: str) -> tuple[int, int, int]:

@@ -58,6 +58,7 @@ from devices.charging_station.profiles import (
     ProfileStore,
 )
 from devices.charging_station.rpc import RpcError, validate
+from devices.charging_station.tamper import TelemetryTamper
 from devices.vehicle import VehicleSpec, VehicleState, charge, discharge
 
 __all__ = ["REASON_NO_V2X", "REASON_UNSUPPORTED_MODE", "ChargingStation", "EventSink"]
@@ -279,8 +280,13 @@ class ChargingStation:
         state: VehicleState,
         id_token: str,
         now: datetime,
+        tamper: TelemetryTamper | None = None,
     ) -> None:
         """A vehicle plugs in on ``evse_id`` and presents ``id_token``.
+
+        ``tamper``: falsify the telemetry this session's transaction reports over OCPP
+        (a dishonest or faulty meter or vehicle, :mod:`devices.charging_station.tamper`);
+        the physics and :meth:`evse_state` stay true.
 
         Integrates the physics to ``now``, then (2.0.1, E02/C01) StatusNotification Occupied,
         Authorize, TransactionEvent Started, or (1.6) StatusNotification Preparing, Authorize,
@@ -296,7 +302,8 @@ class ChargingStation:
         ev = self.evses[evse_id]
         if ev.session is not None:
             raise RuntimeError(f"{self.station_id}: EVSE {evse_id} already occupied")
-        sess = Session(vehicle=vehicle, state=state, id_token=id_token, plugged_at=now)
+        sess = Session(vehicle=vehicle, state=state, id_token=id_token, plugged_at=now,
+                       tamper=tamper)
         ev.session = sess
         ev.status = self._proto.plugged_status()
         self._emit(
@@ -398,6 +405,11 @@ class ChargingStation:
                 while nm <= now:
                     nm += step
                 sess.next_meter_at = nm
+                sess.samples += 1
+                tamper = sess.tamper
+                if (tamper is not None and tamper.rollback_kwh > 0
+                        and sess.samples == tamper.rollback_at_sample):
+                    ev.tamper_offset_wh -= tamper.rollback_kwh * 1000.0
                 proto.meter_values(ev, sess, "Sample.Periodic")
         if self._online and self._booted:
             hb = self._last_heartbeat
@@ -760,6 +772,8 @@ class ChargingStation:
         sess.energy_kwh += e_kwh
         sess.exported_kwh += x_kwh
         ev.register_wh += e_kwh * 1000.0
+        if sess.tamper is not None and sess.tamper.meter_drift != 1.0:
+            ev.tamper_offset_wh += e_kwh * 1000.0 * (sess.tamper.meter_drift - 1.0)
         ev.export_wh += x_kwh * 1000.0
         ev.n_used = n
         ev.last_energy_kwh = e_kwh
@@ -834,6 +848,8 @@ class ChargingStation:
         sess.tx_active = True
         sess.started_at = self._now
         sess.meter_start_wh = ev.register_wh
+        sess.soc_at_start = sess.state.soc
+        sess.samples = 0
         sess.seq_no = 0
         sess.next_meter_at = self._now + timedelta(seconds=self.meter_interval_s)
         sess.charging_state = self._initial_charging_state(ev, sess)

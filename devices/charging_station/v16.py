@@ -39,7 +39,7 @@ def sampled_values_16(ev: Evse, sess: Session | None, context: str) -> list[dict
     """Energy register (Wh), power (W), current per phase (A), SoC on DC (%), as 1.6 text."""
     sv: list[dict[str, Any]] = [
         {
-            "value": repr(ev.register_wh),
+            "value": repr(ev.reported_register_wh),
             "context": context,
             "measurand": "Energy.Active.Import.Register",
             "unit": "Wh",
@@ -63,10 +63,10 @@ def sampled_values_16(ev: Evse, sess: Session | None, context: str) -> list[dict
                 "unit": "A",
             }
         )
-    if ev.spec.kind == "DC" and sess is not None:
+    if ev.reports_soc and sess is not None:
         sv.append(
             {
-                "value": repr(round(sess.state.soc * 100.0, 3)),
+                "value": repr(round(sess.reported_soc * 100.0, 3)),
                 "context": context,
                 "measurand": "SoC",
                 "location": "EV",
@@ -128,7 +128,7 @@ class V16Dialect(Dialect):
         payload = {
             "connectorId": ev.spec.evse_id,
             "idTag": sess.id_token,
-            "meterStart": round(ev.register_wh),
+            "meterStart": round(ev.reported_register_wh),
             "timestamp": st.now_iso,
         }
 
@@ -144,6 +144,8 @@ class V16Dialect(Dialect):
                 st._spawn(self.end_transaction(ev, sess, "DeAuthorized", "Deauthorized"))
 
         fut = st._enqueue("StartTransaction", payload, tx=True, wait=True, on_reply=on_reply)
+        if ev.spec.report_soc:  # the vehicle's SoC at the start (1.6 has no field for it)
+            self.meter_values(ev, sess, "Transaction.Begin")
         self._send_status(ev, self._status_for(sess))
         await st._wait([fut])
 
@@ -159,19 +161,25 @@ class V16Dialect(Dialect):
             return
         plugged = ev.session is sess and reason != "EVDisconnected"
         st._finish_transaction(ev, sess, reason)
-        meter_stop = round(ev.register_wh)
+        meter_stop = round(ev.reported_register_wh)
         ts = st.now_iso
+        # StopTxnSampledData: the vehicle's SoC at the end rides in transactionData
+        end_data = ([{"timestamp": ts, "sampledValue": sampled_values_16(
+            ev, sess, "Transaction.End")}] if ev.spec.report_soc else None)
 
         def build() -> dict[str, Any] | None:
             if sess.transaction_id is None:
                 return None  # StartTransaction never got an id
-            return {
+            out = {
                 "transactionId": int(sess.transaction_id),
                 "meterStop": meter_stop,
                 "timestamp": ts,
                 "idTag": sess.id_token,
                 "reason": _REASONS_16.get(reason, "Other"),
             }
+            if end_data is not None:
+                out["transactionData"] = end_data
+            return out
 
         fut = st._enqueue("StopTransaction", build, tx=True, wait=True)
         if plugged:

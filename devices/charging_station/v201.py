@@ -40,7 +40,7 @@ def sampled_values(
     """Energy register (Wh), power (W), current per phase (A), SoC on DC (%)."""
     sv: list[dict[str, Any]] = [
         {
-            "value": ev.register_wh,
+            "value": ev.reported_register_wh,
             "measurand": "Energy.Active.Import.Register",
             "context": context,
             "unitOfMeasure": _UNIT_WH,
@@ -64,10 +64,10 @@ def sampled_values(
                 "unitOfMeasure": _UNIT_A,
             }
         )
-    if ev.spec.kind == "DC" and sess is not None:
+    if ev.reports_soc and sess is not None:
         sv.append(
             {
-                "value": round(sess.state.soc * 100.0, 3),
+                "value": round(sess.reported_soc * 100.0, 3),
                 "measurand": "SoC",
                 "location": "EV",
                 "context": context,
@@ -231,15 +231,24 @@ class V201Dialect(Dialect):
             )
 
     def _registers(self, ev: Evse, context: str) -> list[dict[str, Any]]:
-        """Sampled values of a transaction's begin / end: the energy register(s)."""
-        return [
+        """Sampled values of a transaction's begin / end.
+
+        The energy register, and the vehicle's SoC on an EVSE with ``report_soc`` (DC
+        EVSEs without it report SoC in periodic samples only, as before).
+        """
+        sv: list[dict[str, Any]] = [
             {
-                "value": ev.register_wh,
+                "value": ev.reported_register_wh,
                 "measurand": "Energy.Active.Import.Register",
                 "context": context,
                 "unitOfMeasure": _UNIT_WH,
             }
         ]
+        sess = ev.session
+        if ev.spec.report_soc and sess is not None:
+            sv.append({"value": round(sess.reported_soc * 100.0, 3), "measurand": "SoC",
+                       "location": "EV", "context": context, "unitOfMeasure": _UNIT_PCT})
+        return sv
 
     def _sampled(self, ev: Evse, sess: Session | None, context: str) -> list[dict[str, Any]]:
         """Sampled values of a meter reading (J02)."""

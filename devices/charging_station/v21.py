@@ -55,7 +55,7 @@ class V21Dialect(V201Dialect):
         """Import and export energy registers (Wh)."""
         return [
             {
-                "value": ev.register_wh,
+                "value": ev.reported_register_wh,
                 "measurand": "Energy.Active.Import.Register",
                 "context": context,
                 "unitOfMeasure": _UNIT_WH,
@@ -82,7 +82,7 @@ class V21Dialect(V201Dialect):
             sv.append({"value": ev.station_current_a[i], "measurand": measurand,
                        "phase": _PHASES[i], "context": context, "unitOfMeasure": _UNIT_A})
         if sess is not None:  # 2.1 V2G needs the SoC (ISO 15118-20 reports it, AC too)
-            sv.append({"value": round(sess.state.soc * 100.0, 3), "measurand": "SoC",
+            sv.append({"value": round(sess.reported_soc * 100.0, 3), "measurand": "SoC",
                        "location": "EV", "context": context, "unitOfMeasure": _UNIT_PCT})
         return sv
 
