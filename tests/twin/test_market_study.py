@@ -6,10 +6,10 @@ prices, real ACN sessions, 14 OCPP 2.1 bidirectional EVSEs and a V2G fleet) with
 ~25 s together. The study runs once per module.
 
 Tolerances (the twin's physics are not the LP's): the twin's AC EVSEs cannot charge below
-6 A (the optimiser pulses the minimum), set-points act one control step late, the
-taper is modelled by linear necessities and the DLM may give less than a set-point. Hence
-cost orderings are checked with ``COST_TOL`` (EUR) and the optimiser may leave
-``UNMET_TOL_KWH`` more unmet energy than the DLM alone.
+6 A (the optimiser pulses the minimum), the DLM quantises and may give less than a
+set-point, and a 5-minute step is coarse against 15-minute intervals. Hence cost
+orderings are checked with ``COST_TOL`` (EUR) and the optimiser may leave
+``UNMET_TOL_KWH`` more unmet energy than the DLM alone (0.4 kWh measured at this step).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from twin.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "nl_negative_prices_2023-08-08.yaml"
 COST_TOL = Decimal("0.50")
-UNMET_TOL_KWH = 10.0  # ~2.5 % of the 425 kWh the day's sessions ask for
+UNMET_TOL_KWH = 1.0  # ~0.25 % of the 425 kWh the day's sessions ask for
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,14 @@ def test_cost_order_perfect_foresight_rolling_dlm(study: StudyResult) -> None:
     assert v["perfect_foresight"].cost <= v["rolling_lp"].cost + Decimal("0.05")
     # the optimiser moves charging into the negative-price hours: a real saving
     assert v["rolling"].cost < v["dlm"].cost - Decimal("5")
+
+
+def test_rolling_optimiser_in_the_twin_within_5_percent_of_perfect_foresight(
+    study: StudyResult,
+) -> None:
+    # issue 7's target (3.9 % at this 5-minute step, 2.6 % at the scenario's 1 minute)
+    gap = study.rolling_gap
+    assert gap is not None and gap <= Decimal("0.05")
 
 
 def test_optimiser_adds_no_unmet_energy_beyond_tolerance(study: StudyResult) -> None:
