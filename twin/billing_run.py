@@ -32,7 +32,9 @@ section:
    disputed in ``billing.json``.
 5. **Rewards** (:func:`controllers.ledger.rewards.process_stream`): one interval per
    15-min block, priced at the utility tariff's first-tier energy rate in force at its
-   start, ``peak`` when its period is a peak period; only verified sessions are minted
+   start, ``peak`` when its period is a peak period, with the V2G export, the grid-event
+   flag and the ASAP baseline of :mod:`twin.billing_rewards` (so deferred charging, V2G
+   export, demand response and kWh shifted are all measured); only verified sessions are minted
    (flagged / unverifiable ones are ``failed`` / ``pending``); idempotent on the event id
    ``reward:{session_id}:{rule_id}``.
 6. **Site bill** (:func:`controllers.billing.tariffs.utility.bill`): the ``site/import_kw``
@@ -59,7 +61,6 @@ from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,9 @@ from controllers.billing.store import BillingStore, SessionRecord
 from controllers.billing.tariffs.ocpi import ChargingPeriod, ChargingSession, Tariff
 from controllers.billing.tariffs.utility import Bill, UtilityTariff, bill
 from controllers.ledger import Ledger, LedgerDb, Verification, open_ledger
-from controllers.ledger.rewards import Award, Interval, SessionActivity, process_stream
+from controllers.ledger.rewards import Award, SessionActivity, process_stream
 from twin import kpis as kpi_doc
+from twin.billing_rewards import RateClock, RunSignals, read_signals, session_intervals
 from twin.scenario_billing import Billing
 
 __all__ = ["RunBilling", "SessionBilling", "SessionData", "bill_run", "load_billing",
@@ -433,38 +435,19 @@ def _verification(a: AuditResult) -> Verification:
     return Verification.FAILED if a.status is AuditStatus.FLAGGED else Verification.PENDING
 
 
-class _RateClock:
-    """First-tier energy rate and TOU period of the utility tariff at an instant."""
+def activity(s: SessionBilling, clock: RateClock, currency: str,
+             signals: RunSignals | None = None) -> SessionActivity:
+    """The reward rules' view of a session: one interval per 15-min block.
 
-    def __init__(self, tariff: UtilityTariff, peak_periods: list[int] | None) -> None:
-        self.t = tariff
-        self.tz = ZoneInfo(tariff.time_zone)
-        rates = [p[0].price for p in tariff.energy_rate_structure]
-        if peak_periods is None:
-            top = max(rates, default=None)
-            peak_periods = [i for i, r in enumerate(rates) if r == top] if top else []
-        self.peak = frozenset(peak_periods)
-        self.rates = rates
-
-    def at(self, t: datetime) -> tuple[Decimal, bool]:
-        wd, we = self.t.energy_weekday_schedule, self.t.energy_weekend_schedule
-        if wd is None or we is None or not self.rates:
-            return Decimal(0), False
-        local = t.astimezone(self.tz)
-        p = (we if local.weekday() >= 5 else wd)[local.month - 1][local.hour]
-        return self.rates[p], p in self.peak
-
-
-def activity(s: SessionBilling, clock: _RateClock, currency: str) -> SessionActivity:
-    """The reward rules' view of a session: one interval per 15-min block."""
-    ivs = []
-    for t0, t1, wh in blocks(s.data):
-        price, peak = clock.at(t0)
-        ivs.append(Interval(start=t0, end=t1, import_kwh=Decimal(wh) * _WH,
-                            price_per_kwh=price, peak=peak))
+    Each with its export, grid-event flag and ASAP baseline
+    (:func:`twin.billing_rewards.session_intervals`).
+    """
+    ivs = session_intervals(blocks(s.data), s.data.registers_wh,
+                            f"{s.data.station_id}/{s.data.evse_id}", clock,
+                            signals or RunSignals())
     return SessionActivity(session_id=s.data.session_id, driver_id=s.data.id_token or "unknown",
                            currency=currency, verification=_verification(s.audit),
-                           ended_at=s.data.end, intervals=tuple(ivs))
+                           ended_at=s.data.end, intervals=ivs)
 
 
 # ------------------------------------------------------------------ the run
@@ -525,7 +508,7 @@ def bill_run(run_dir: Path, config: Billing | None = None, *,
     db = open_ledger(ledger if ledger is not None else raw.get("ledger") or run_dir)
     try:
         billed = _store(db, config, tariff, home, billed, run_id, run_start, utility,
-                        site_bill, utility_id)
+                        site_bill, utility_id, read_signals(run_dir))
     finally:
         db.close()
     out = RunBilling(run_id, config.currency, tuple(billed), open_at_end, site_bill,
@@ -550,7 +533,8 @@ def _run_start(raw: dict[str, Any], sessions: list[SessionData]) -> datetime:
 
 def _store(db: LedgerDb, config: Billing, tariff: Tariff, home: Tariff | None,
            billed: list[SessionBilling], run_id: str, run_start: datetime,
-           utility: UtilityTariff, site_bill: Bill, utility_id: str) -> list[SessionBilling]:
+           utility: UtilityTariff, site_bill: Bill, utility_id: str,
+           signals: RunSignals) -> list[SessionBilling]:
     """Write every record (idempotent) and mint the rewards; returns sessions with awards."""
     store = BillingStore(db)
     store.put_tariff(tariff, at=run_start)
@@ -572,8 +556,8 @@ def _store(db: LedgerDb, config: Billing, tariff: Tariff, home: Tariff | None,
     store.save_site_bill(run_id, site_bill, tariff_id=utility_id)
     if config.rewards is None:
         return billed
-    clock = _RateClock(utility, config.peak_periods)
-    acts = [activity(b, clock, config.currency) for b in billed]
+    clock = RateClock(utility, config.peak_periods)
+    acts = [activity(b, clock, config.currency, signals) for b in billed]
     awards = process_stream(Ledger(db), config.rewards, acts)
     by_session: dict[str, list[Award]] = {}
     for a in awards:
