@@ -4,6 +4,7 @@ Updated by the OCPP handlers with the CSMS's injected ``now``; read by the DLM i
 builder. OCPP 1.6 connector ids are EVSE ids here (1.6 has one connector per "EVSE").
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -185,18 +186,29 @@ class StationRecord:
         return record
 
 
+#: ended transactions a registry keeps by default (the most recent ones)
+ENDED_KEPT = 10_000
+
+
 class Registry:
     """Stations and transactions, keyed by station id and (station id, transaction id).
 
     Open transactions are also indexed by (station id, EVSE id): at most one per EVSE.
     End and move transactions through :meth:`end_transaction` and
     :meth:`move_transaction` so the index stays right.
+
+    Ended transactions are kept so that a late message about one is recognised (and
+    ignored), but only the ``ended_kept`` most recently ended ones: a CSMS that runs for
+    months must not hold every session it has ever seen (the sessions themselves are in
+    the ``transaction.ended`` events). Open transactions are always kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ended_kept: int = ENDED_KEPT) -> None:
         self.stations: dict[str, StationRecord] = {}
         self.transactions: dict[tuple[str, str], TransactionRecord] = {}
         self._open: dict[tuple[str, int], TransactionRecord] = {}
+        self._ended: deque[tuple[str, str]] = deque()
+        self._ended_kept = ended_kept
 
     def station(self, station_id: str) -> StationRecord:
         """The station record, created on first mention."""
@@ -238,6 +250,16 @@ class Registry:
         key = (tx.station_id, tx.evse_id)
         if self._open.get(key) is tx:
             del self._open[key]
+        self._retire(tx)
+
+    def _retire(self, tx: TransactionRecord) -> None:
+        """Note an ended transaction; forget the oldest ended ones beyond ``ended_kept``."""
+        self._ended.append((tx.station_id, tx.transaction_id))
+        while len(self._ended) > self._ended_kept:
+            key = self._ended.popleft()
+            old = self.transactions.get(key)
+            if old is not None and not old.active:
+                del self.transactions[key]
 
     def move_transaction(self, tx: TransactionRecord, evse_id: int, now: datetime) -> None:
         """The station named the EVSE of a transaction only now (2.0.1 ``evse``)."""
@@ -255,6 +277,7 @@ class Registry:
         if other is not None and other is not tx:
             other.stopped_at = now
             other.stopped_reason = "Superseded"
+            self._retire(other)
         self._open[key] = tx
 
     def active_transactions(self) -> list[TransactionRecord]:

@@ -92,6 +92,8 @@ EventSink = Callable[[datetime, str, str, dict[str, Any]], None]
 """(time, source, kind, payload) -> None; source is ``csms`` or ``dlm``."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: round-trip time samples a CSMS keeps (the most recent ones; see ``rtt_samples_s``)
+RTT_SAMPLES_KEPT = 100_000
 _CHANGE_EPS = 1e-9
 #: Marks a batch item as a 2.1 CentralSetpoint TxProfile (value in W, signed).
 _SETPOINT = "setpoint_w"
@@ -141,7 +143,9 @@ class Csms:
     Attributes:
         config: the configuration, with ``station_passwords`` replaced by their hashes.
         registry: stations, EVSEs and transactions.
-        rtt_samples_s: round-trip time of every CSMS request answered [s].
+        rtt_samples_s: round-trip time of every CSMS request answered [s], the most recent
+            ones only: beyond :data:`RTT_SAMPLES_KEPT` the oldest half is dropped, so that a
+            CSMS running for months does not grow by one float per request.
     """
 
     def __init__(
@@ -910,8 +914,11 @@ class Csms:
         return None if self._perf is None else self._perf()
 
     def record_rtt(self, seconds: float) -> None:
-        """Keep a round-trip time sample [s]."""
-        self.rtt_samples_s.append(seconds)
+        """Keep a round-trip time sample [s] (bounded, see :attr:`rtt_samples_s`)."""
+        samples = self.rtt_samples_s
+        samples.append(seconds)
+        if len(samples) > RTT_SAMPLES_KEPT:
+            del samples[: len(samples) - RTT_SAMPLES_KEPT // 2]
 
     def record_frame(self, station_id: str, direction: str, frame: str) -> None:
         """Emit ``ocpp.frame`` when ``record_frames`` is on."""
