@@ -773,6 +773,9 @@ class Csms:
 
         A decrease that is not applied (timeout, CALLERROR, rejected, link lost) holds the
         increases back (``dlm.increase_held``): the capacity they would use is not free.
+        A decrease refused because the transaction has ended meanwhile (the CSMS has seen
+        the TransactionEvent Ended / StopTransaction: a plug-out race) does not hold them
+        (``dlm.setpoint_moot``): nothing draws there any more.
         They are decided again at the next step, where the failed EVSE counts as worst case.
         """
         done = await asyncio.gather(*sends, return_exceptions=True)
@@ -831,6 +834,13 @@ class Csms:
                 if status == "Accepted":
                     self._uncontrolled.discard((station_id, evse_id))
                     continue
+                if self._transaction_over(station_id, transaction_id):
+                    # the vehicle left while the decrease was on its way (plug-out race):
+                    # nothing draws there, so the capacity is free and raises may go
+                    self.emit("csms", "dlm.setpoint_moot", {
+                        "station": station_id, "evse": evse_id,
+                        "transaction": transaction_id, "status": status})
+                    continue
                 if must_shed is None or (station_id, evse_id) in must_shed:
                     failed.append(station_id)
                 logger.warning(
@@ -848,6 +858,11 @@ class Csms:
                 )
         finally:
             self._sending.discard(station_id)
+
+    def _transaction_over(self, station_id: str, transaction_id: str) -> bool:
+        """The CSMS has seen the transaction end (or forgotten it as ended long ago)."""
+        tx = self.registry.transaction(station_id, transaction_id)
+        return tx is None or not tx.active
 
     def _setpoint_result(self, key: EvseKey, value_w: float, status: str) -> None:
         """A CentralSetpoint TxProfile was answered: keep, refuse for the tx, or retry."""

@@ -238,3 +238,51 @@ async def test_charge_target_of_a_single_phase_vehicle_not_yet_drawing(
     assert emu.last_period(1)["limit"] == pytest.approx(11.5)
     with pytest.raises(ValueError):
         h.csms.set_evse_setpoint_kw("V1", 1, 2.65, vehicle_phases=4)
+
+
+class _LeavesThenRejects(Emu21):
+    """A station whose vehicle leaves while a TxProfile is on its way: it reports the
+    end of the transaction, then refuses the profile (no transaction any more)."""
+
+    armed = False
+
+    @on("SetChargingProfile")
+    async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
+                                      **_: Any) -> Any:
+        self.profiles.append((evse_id, charging_profile))
+        if not self.armed:
+            return result21.SetChargingProfile(status="Accepted")
+        asyncio.get_running_loop().create_task(self.event(
+            "Ended", 1, NOW + timedelta(seconds=19), 100.0, 0.0, 0.0,
+            transaction_info={"transaction_id": "T1", "stopped_reason": "EVDisconnected"}))
+        await asyncio.sleep(0.2)  # the Ended frame goes out before this answer
+        return result21.SetChargingProfile(status="Rejected")
+
+
+async def test_a_decrease_refused_after_plug_out_does_not_hold_the_raises(
+    harness: MakeHarness,
+) -> None:
+    one = [EvseConfig(evse_id=1, kind="DC", max_power_kw=50.0)]
+    h = await harness(40.0, evses={"V1": one, "V2": one})
+    ws = await connect(f"ws://127.0.0.1:{h.port}/ocpp/V1", subprotocols=["ocpp2.1"],
+                       compression=None)
+    v1 = _LeavesThenRejects("V1", ws)
+    h._open.append((ws, asyncio.create_task(v1.start())))
+    await v1.call(call21.BootNotification(
+        charging_station={"vendor_name": "TestCo", "model": "T21"}, reason="PowerUp"))
+    v2 = await station21(h, "V2")
+    await start(v1, h, 1)
+    await start(v2, h, 1)
+    h.csms.set_evse_setpoint_kw("V1", 1, 20.0)
+    h.csms.set_evse_setpoint_kw("V2", 1, 5.0)
+    await step(h, NOW + timedelta(seconds=10))
+    assert float(v2.last_period(1)["limit"]) == 5000.0
+    # V1 down, V2 up: V1's vehicle leaves while its decrease is on its way
+    v1.armed = True
+    h.csms.set_evse_setpoint_kw("V1", 1, 5.0)
+    h.csms.set_evse_setpoint_kw("V2", 1, 20.0)
+    await step(h, NOW + timedelta(seconds=20))
+    await asyncio.sleep(0.3)
+    await h.csms.drain()
+    assert h.kinds("dlm.setpoint_moot") and not h.kinds("dlm.increase_held")
+    assert float(v2.last_period(1)["limit"]) == 20000.0
