@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import jsonschema
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -109,6 +109,31 @@ def _parse_body(raw: bytes) -> Any:
         raise RequestValidationError(
             [{"loc": ["body"], "msg": f"body is not JSON: {exc}", "type": "json_invalid"}]
         ) from exc
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _document(raw: bytes, check: jsonschema.Draft202012Validator, model: type[_M],
+              key_field: str, key: str) -> _M:
+    """A PUT body as ``model``, or 422 with the field and the reason.
+
+    JSON (numbers exact), its JSON schema, the model's own validation, and its
+    ``key_field`` equal to the path's ``key``.
+    """
+    doc = _parse_body(raw)
+    errors = _schema_errors(check, doc)
+    if errors:
+        raise RequestValidationError(errors)
+    try:
+        obj = model.model_validate(doc)
+    except ValidationError as exc:
+        raise RequestValidationError(_pydantic_errors(exc)) from exc
+    if getattr(obj, key_field) != key:
+        raise RequestValidationError([{
+            "loc": ["body", key_field], "type": "value_error",
+            "msg": f"{key_field} {getattr(obj, key_field)!r} differs from the path's {key!r}"}])
+    return obj
 
 
 def _components(models: list[type[BaseModel]]) -> dict[str, Any]:
@@ -377,18 +402,7 @@ def create_app(db_target: str | Path, tokens: TokenConfig | str | Path, *,
 
         An identical document keeps its version; a different one is the next version.
         """
-        doc = _parse_body(await request.body())
-        errors = _schema_errors(tariff_check, doc)
-        if errors:
-            raise RequestValidationError(errors)
-        try:
-            tariff = Tariff.model_validate(doc)
-        except ValidationError as exc:
-            raise RequestValidationError(_pydantic_errors(exc)) from exc
-        if tariff.id != tariff_id:
-            raise RequestValidationError([{
-                "loc": ["body", "id"], "type": "value_error",
-                "msg": f"id {tariff.id!r} differs from the path's {tariff_id!r}"}])
+        tariff = _document(await request.body(), tariff_check, Tariff, "id", tariff_id)
         r = await run_in_threadpool(store.put_tariff, tariff, at=clock())
         return TariffOut(version=r.version, updated_at=r.updated_at, tariff=r.tariff)
 
@@ -407,18 +421,7 @@ def create_app(db_target: str | Path, tokens: TokenConfig | str | Path, *,
     async def put_reward_rule(_: Operator, request: Request,
                               rule_id: Key) -> RewardRuleOut:
         """Create or update a reward rule; ``rule_id`` must match the path."""
-        doc = _parse_body(await request.body())
-        errors = _schema_errors(rule_check, doc)
-        if errors:
-            raise RequestValidationError(errors)
-        try:
-            rule = RewardRule.model_validate(doc)
-        except ValidationError as exc:
-            raise RequestValidationError(_pydantic_errors(exc)) from exc
-        if rule.rule_id != rule_id:
-            raise RequestValidationError([{
-                "loc": ["body", "rule_id"], "type": "value_error",
-                "msg": f"rule_id {rule.rule_id!r} differs from the path's {rule_id!r}"}])
+        rule = _document(await request.body(), rule_check, RewardRule, "rule_id", rule_id)
         r = await run_in_threadpool(store.put_reward_rule, rule, at=clock())
         return RewardRuleOut(version=r.version, updated_at=r.updated_at, rule=r.rule)
 
