@@ -28,6 +28,7 @@ woken at once would otherwise take the CPU from the bench process under test).
 
     python bench/bench_latency.py                    # 100 stations, 10 changes
     python bench/bench_latency.py --stations 5 --changes 3   # CI smoke size
+    python bench/bench_latency.py --json out.json    # also the result as JSON
 """
 
 from __future__ import annotations
@@ -272,6 +273,7 @@ def main() -> None:
     ap.add_argument("--poll-ms", type=float, default=20.0, help="meter poll period [ms]")
     ap.add_argument("--low-kw", type=float, default=50.0, help="building load, low [kW]")
     ap.add_argument("--high-kw", type=float, default=250.0, help="building load, high [kW]")
+    ap.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     args = ap.parse_args()
     r = asyncio.run(_main(args))
     print(f"bench latency: {r['stations']} station processes, {r['changes']} meter changes, "
@@ -287,6 +289,8 @@ def main() -> None:
     verdict = "met" if r["p99_ms"] is not None and r["p99_ms"] < 100 else "NOT met"
     print(f"  target p99 < 100 ms: {verdict}; bench process peak RSS {r['bench_rss_mb']} MB")
     print(json.dumps(r))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ of them EVSE power. Then measures:
     python bench/dash_load.py                 # build if needed, measure, print tables
     python bench/dash_load.py --rebuild       # build the run folder again
     python bench/dash_load.py --no-browser    # server side only
+    python bench/dash_load.py --json out.json # also the measurements as JSON
 """
 
 from __future__ import annotations
@@ -355,6 +356,7 @@ def main() -> None:
     p.add_argument("--rebuild", action="store_true", help="build the run folder again")
     p.add_argument("--no-browser", action="store_true", help="server-side figures only")
     p.add_argument("--repeats", type=int, default=3, help="warm repeats per range")
+    p.add_argument("--json", type=Path, help="also write the measurements as JSON to this file")
     args = p.parse_args()
     folder = ensure_run(args.rebuild)
     from twin.run_folder import RunFolder
@@ -369,15 +371,22 @@ def main() -> None:
           "JSON of the three figures")
     ms = {"read", "events", "site", "heatmap", "soc", "figures", "event page", "json",
           "total", "page load to all graphs drawn", "figure callback round trip"}
-    print(_table(measure_server(folder, args.repeats), ms))
-    if args.no_browser:
-        return
-    if not Path(CHROMIUM).exists():
-        print("\n(no Chromium at /usr/bin/chromium: browser figures skipped)")
-        return
-    print()
-    print("In Chromium (headless), app served by werkzeug on 127.0.0.1")
-    print(_table(measure_browser(folder), ms))
+    result: dict[str, Any] = {"trace_rows": n_rows, "evses": N_EVSE, "days": DAYS,
+                              "server": measure_server(folder, args.repeats), "browser": None}
+    print(_table(result["server"], ms))
+    try:
+        if args.no_browser:
+            return
+        if not Path(CHROMIUM).exists():
+            print("\n(no Chromium at /usr/bin/chromium: browser figures skipped)")
+            return
+        print()
+        print("In Chromium (headless), app served by werkzeug on 127.0.0.1")
+        result["browser"] = measure_browser(folder)
+        print(_table(result["browser"], ms))
+    finally:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

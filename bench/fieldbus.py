@@ -27,6 +27,7 @@ variant B that show the devices worked.
 
     python bench/fieldbus.py                           # 50 stations, 24 h
     python bench/fieldbus.py --stations 10 --hours 2   # CI smoke size
+    python bench/fieldbus.py --json out.json           # also the rows as JSON
 """
 
 from __future__ import annotations
@@ -236,6 +237,20 @@ def _median_run(runs: list[dict]) -> dict:
     return row
 
 
+def per_step(r: dict) -> dict[str, Any]:
+    """Requests per controller step, fieldbus ms per step and share of wall time (None
+    without site devices)."""
+    c, s = r["counts"], r["seconds"]
+    steps = c.get("site_control")
+    keys = ("mb_read", "mb_write", "ua_read", "ua_write")
+    if not steps:
+        return {**dict.fromkeys(keys), "fieldbus_ms_per_step": None, "fieldbus_share_pct": None}
+    bus_s = sum(v for k, v in s.items() if k.startswith("step."))
+    return {**{k: c.get(f"step.{k}", 0) / steps for k in keys},
+            "fieldbus_ms_per_step": bus_s / steps * 1000, "fieldbus_share_pct":
+            bus_s / r["wall_s"] * 100}
+
+
 def _fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -246,6 +261,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median wall)")
     parser.add_argument("--one", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(run_one(args.stations, args.hours, args.one)))
@@ -273,17 +289,11 @@ def main() -> None:
     print(header)
     print("|---" * 13 + "|")
     for variant, r in rows.items():
-        c, s = r["counts"], r["seconds"]
-        steps = c.get("site_control")
-        if steps:
-            per = {k: c.get(f"step.{k}", 0) / steps
-                   for k in ("mb_read", "mb_write", "ua_read", "ua_write")}
-            bus_s = sum(v for k, v in s.items() if k.startswith("step."))
-            ms_step = f"{bus_s / steps * 1000:.2f}"
-            share = f"{bus_s / r['wall_s'] * 100:.1f}"
-        else:
-            per = dict.fromkeys(("mb_read", "mb_write", "ua_read", "ua_write"))
-            ms_step = share = "-"
+        per = r["per_step"] = per_step(r)
+        ms_step = share = "-"
+        if per["fieldbus_ms_per_step"] is not None:
+            ms_step = f"{per['fieldbus_ms_per_step']:.2f}"
+            share = f"{per['fieldbus_share_pct']:.1f}"
         print(f"| {variant} {VARIANTS[variant]} | {r['stations']} | {r['hours']:g} h "
               f"| {r['wall_s']:.1f} | {r['speedup']:.0f}x | {r['ocpp_calls']} "
               f"| {_fmt_rate(per['mb_read'])} | {_fmt_rate(per['mb_write'])} "
@@ -322,6 +332,8 @@ def main() -> None:
     for r in (a, b):
         if r["limit_violations"]:
             print(f"variant {r['variant']}: {r['limit_violations']} limit violations")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "speedup_change_pct": change}, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ active EVSE-steps, peak RSS.
 
     python bench/twin_speed.py                       # 10, 50, 200 stations, 24 h
     python bench/twin_speed.py --stations 10 --hours 2   # CI smoke size
+    python bench/twin_speed.py --json out.json        # also the rows as JSON
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--stations", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.hours)))
@@ -102,6 +104,8 @@ def main() -> None:
               f"| {r['ocpp_calls']} | {r['calls_per_s']:.0f} | {r['rtt_p50_ms']:.2f} "
               f"| {r['rtt_p99_ms']:.2f} | {r['active_evse_steps']} | {r['sessions']} "
               f"| {r['limit_violations']} | {r['peak_rss_mb']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
