@@ -4,8 +4,10 @@ A depot of ``--evses`` EVSEs (50) and one BESS (500 kWh, 250 kW, SoC 20..100 %,
 efficiencies 0.95/0.95, degradation 0.03 EUR/kWh), at 15-minute intervals. Sessions are
 drawn from a seeded generator (a delivery fleet: arrivals 15:00-20:00, departures
 05:00-08:30 local, 20-70 kWh needed, 11 or 22 kW AC, one EV in ten V2G-capable, one
-session in five in the day at 09:00-14:00), one asset per session (the VPP envelope is per
-vehicle). Base load 40..120 kW, PV up to 150 kWp, import limit 1 MW, export limit 200 kW,
+session in five in the day at 09:00-14:00; one vehicle in five single-phase at 7.4 kW on
+its EVSE's phase, so the LP carries the per-phase rows; every session with the CC-CV
+taper row of the twin's vehicle), one asset per session (the VPP envelope is per vehicle).
+Base load 40..120 kW, PV up to 150 kWp, import limit 1 MW, export limit 200 kW,
 demand charge 8 EUR/kW with a peak of 250 kW already set in the month. Day-ahead prices:
 a synthetic hourly series with a morning and an evening peak, a solar dip with negative
 hours on some days, seeded noise, from 8 days before the period on (history for the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -37,7 +40,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controllers.market.lp import AssetSpec, DepotProblem, EnergyTarget, flat
+from controllers.market.lp import (
+    BALANCED,
+    AssetSpec,
+    ChargeTaper,
+    DepotProblem,
+    EnergyTarget,
+    flat,
+)
 from controllers.market.rolling import (
     DayAheadPrices,
     perfect_foresight,
@@ -71,6 +81,15 @@ def day_ahead_series(start: datetime, days: int, rng: np.random.Generator) -> Da
     )
 
 
+def cc_cv_taper(p_kw: float, cap_kwh: float, present: np.ndarray) -> ChargeTaper:
+    """The CC-CV taper row of ``devices/vehicle.py`` (knee 0.8, floor 5 %, eta 0.92):
+    the same row twin/market_problem.charge_taper builds for the twin's vehicles."""
+    k = 0.95 / 0.2
+    x = k * 0.92 * p_kw / (3600.0 * cap_kwh) * DT.total_seconds()
+    p = p_kw * -math.expm1(-x) / x
+    return ChargeTaper(p * (1.0 + k * 0.8), p * k / cap_kwh, present.astype(float))
+
+
 def make_problem(evses: int, days: int, seed: int) -> tuple[DepotProblem, DayAheadPrices]:
     """The depot over ``days`` days from local midnight, with its price series."""
     rng = np.random.default_rng(seed)
@@ -86,6 +105,9 @@ def make_problem(evses: int, days: int, seed: int) -> tuple[DepotProblem, DayAhe
     for e in range(evses):
         p_rate = 22.0 if rng.random() < 0.5 else 11.0
         v2g = rng.random() < 0.1
+        share = BALANCED
+        if not v2g and rng.random() < 0.2:  # a single-phase vehicle, on the EVSE's phase
+            p_rate, share = 7.4, ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))[e % 3]
         free = 0  # first interval at which the EVSE is free
         for day in range(-1, days):
             windows = [(rng.uniform(15, 20), rng.uniform(24 + 5, 24 + 8.5))]
@@ -122,6 +144,8 @@ def make_problem(evses: int, days: int, seed: int) -> tuple[DepotProblem, DayAhe
                         eta_discharge=0.92,
                         degradation_cost_per_kwh=0.05 if v2g else 0.0,
                         targets=(EnergyTarget(d, target),) if d <= n else (),
+                        phase_share=share,
+                        taper=cc_cv_taper(p_rate, cap, p_max > 0),
                     )
                 )
     assets.append(
