@@ -1003,7 +1003,7 @@ def main() -> None:
         args.processes = min(8, max(1, math.ceil(args.stations / 500)))
     args.processes = max(1, min(args.processes, args.stations))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    args.out = args.out or str(ROOT / "runs" / f"scale-{stamp}")
+    args.out = str(Path(args.out).resolve()) if args.out else str(ROOT / "runs" / f"scale-{stamp}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = ["csms", *(f"worker{k}" for k in range(args.processes))]
