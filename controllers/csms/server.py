@@ -407,7 +407,7 @@ class Csms:
         stated = self._target_phases.get(evse.key)
         if known or stated is None:
             return max(len(evse.phases), 1)
-        return stated
+        return min(stated, max(len(evse.phases), 1))  # a 3-phase car on a 1-phase EVSE
 
     def _end_discharge(self, key: EvseKey) -> None:
         """Back to the DLM: its next TxProfile must replace the CentralSetpoint one."""
